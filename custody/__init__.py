@@ -1,0 +1,1 @@
+"""Fieldproof: custody."""

@@ -1,0 +1,7 @@
+"""`python -m fieldproof` is the `fieldproof` command."""
+
+import sys
+
+from fieldproof.cli import main
+
+sys.exit(main())
