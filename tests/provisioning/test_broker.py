@@ -150,14 +150,15 @@ def test_ingest_workers_share_a_subscription(
     assert sorted(got) == sorted(b"%d" % i for i in range(10))  # each message once, to one worker
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Mosquitto 2.0 acl_file grants every SUBSCRIBE: a device that joins the ingest share group"
-    " is dealt its share of messages, which the read ACL then drops (see docs/provisioning.md)",
-)
-def test_a_device_cannot_join_the_ingest_share_group(
+def test_acl_file_lets_a_device_join_the_ingest_share_group_and_drop_messages(
     ca: Path, start_broker: StartBroker, mqtt_client: MakeClient
 ) -> None:
+    """A known limit of Mosquitto 2.0's acl_file, pinned so that a change of behaviour is noticed.
+
+    acl_file checks deliveries, not SUBSCRIBE: a device that joins the ingest share group is dealt its
+    share of messages, which the read ACL then drops. The broker cannot be the delivery guarantee; the
+    sync protocol's application acks and the dock's durable outbox are (docs/provisioning.md).
+    """
     enroll(ca, device="DOCK-01", role="dock")
     enroll(ca, device="REC-0001", role="recorder")
     broker = start_broker(ca)
@@ -169,13 +170,14 @@ def test_a_device_cannot_join_the_ingest_share_group(
     intruder.subscribe(f"$share/ingest/{PREFIX}/dev/+/#")
     dock = device_client(mqtt_client, broker, ca, "DOCK-01")
     dock.connect()
-    for i in range(4):
+    for i in range(8):
         dock.publish(f"{PREFIX}/dev/DOCK-01/chunk/{i}", b"%d" % i)
     got = []
     with contextlib.suppress(queue.Empty):
-        while len(got) < 4:
+        while len(got) < 8:
             got.append(worker.messages.get(timeout=1.0).payload)
-    assert len(got) == 4
+    assert intruder.messages.empty()  # the intruder reads nothing of another device…
+    assert 0 < len(got) < 8  # …but the worker lost the share dealt to it
 
 
 def test_foreign_and_wrong_kind_certificates_are_refused_at_the_handshake(
