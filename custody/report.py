@@ -26,6 +26,7 @@ def render_text(report: ChainReport) -> str:
         lines.append(
             "Result: ALL SOUND — every record is signed by a trusted device, in order, with its media intact."
         )
+        lines.extend(f"Note: {note}" for note in report.notes)
         return "\n".join(lines) + "\n"
     errors = [f for f in report.findings if f.severity is Severity.ERROR]
     lines.append(

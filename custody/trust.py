@@ -110,6 +110,8 @@ class TrustStore:
         # CRLs are matched to their issuer lazily: the device CA that signs them may only arrive with
         # the evidence (add_untrusted), and counts once it chains to a root.
         self._pending_crls = list(crls)
+        #: Whether any CRL was given; without one, revocation cannot be checked at all.
+        self.revocation_checked = bool(self._pending_crls)
 
     @classmethod
     def from_paths(

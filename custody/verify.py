@@ -162,7 +162,10 @@ class ChainVerifier:
             for f in facts
         ]
         findings.sort(key=lambda x: (x.seq if x.seq is not None else -1, x.line or 0, x.code))
-        return ChainReport(device=device, source=source, records=records, findings=findings)
+        notes = []
+        if not self.trust.revocation_checked:
+            notes.append("No CRL was given (--crl): revocations were not checked.")
+        return ChainReport(device=device, source=source, records=records, findings=findings, notes=notes)
 
     # -- stage 2: per record, with trust ----------------------------------------------------------
 

@@ -10,6 +10,7 @@ import pytest
 
 from custody.findings import FindingCode as F
 from custody.findings import Severity
+from custody.report import render_text
 from custody.spool import JOURNAL, MEDIA, Spool
 from custody.timefmt import utc_timestamp
 from custody.trust import TrustStore
@@ -194,9 +195,11 @@ def test_records_signed_after_revocation(fleet: Fleet, tmp_path: Path) -> None:
     assert revoked, "records after the revocation time must be flagged"
     assert all(r.time >= utc_timestamp(REVOKED_AT) for r in revoked)
     assert all(r.sound for r in report.records if r.time < utc_timestamp(REVOKED_AT))
-    # Without the CRL the verifier cannot know: everything is sound.
+    # Without the CRL the verifier cannot know: everything is sound, and the report says what was not checked.
     plain = ChainVerifier(fleet.trust(crl=False), workers=1).verify_spool(Spool.open(root))
     assert plain.all_sound
+    assert plain.notes == ["No CRL was given (--crl): revocations were not checked."]
+    assert "Note: No CRL was given" in render_text(plain)
 
 
 def test_a_record_of_another_device_in_the_chain(fleet: Fleet, spool_copy: Path, tmp_path: Path) -> None:
