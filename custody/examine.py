@@ -47,6 +47,7 @@ class RecordFacts:
     start: str | None = None
     end: str | None = None
     clock_applied: bool = False
+    released: tuple[tuple[int, str], ...] = ()  # (seq, hash) of records whose files a release freed
 
 
 def examine_line(line_no: int, raw: bytes, keys: Mapping[str, Ed25519PublicKey]) -> RecordFacts:
@@ -108,6 +109,8 @@ def examine_line(line_no: int, raw: bytes, keys: Mapping[str, Ed25519PublicKey])
         )
     elif f.kind == "clock":
         f.clock_applied = body["applied"]
+    elif f.kind == "release":
+        f.released = tuple((t["seq"], t["hash"]) for t in body["targets"])
     pub = keys.get(f.key)
     if pub is not None and sig["alg"] in SIGNATURE_ALGORITHMS:
         try:

@@ -26,7 +26,7 @@ TIMESTAMP_RE: Final = re.compile(
 _FILE_RE: Final = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 _FPS_RE: Final = re.compile(r"^[1-9]\d{0,5}/[1-9]\d{0,5}$")
 
-KINDS: Final = ("boot", "segment", "recovered", "gap", "marker", "annotation", "clock")
+KINDS: Final = ("boot", "segment", "recovered", "gap", "marker", "annotation", "clock", "release")
 CLOCK_SOURCES: Final = ("gps", "ntp", "rtc", "dock", "unset")
 ANNOTATABLE: Final = ("case", "subject", "matter", "scene", "proof")
 
@@ -289,6 +289,31 @@ BODIES: Final[dict[str, Check]] = {
         }
     ),
 }
+
+# The server's signed acknowledgement (docs/sync-protocol.md §3), kept verbatim in a release record.
+_ACK: Final = _obj(
+    {
+        "v": _int(1, 1),
+        "msg": _enum("ack"),
+        "recorder": _device,
+        "seq": _int(),
+        "hash": _digest,
+        "status": _enum("stored", "duplicate"),
+        "reason": _str(500),
+        "received": _int(),
+        "server_time": _ts,
+        "sig": _obj({"alg": _str(16, allow_empty=False), "key": _digest, "value": _str(200, allow_empty=False)}),
+    }
+)
+BODIES["release"] = _obj(
+    {
+        # Files freed on the recorder after the server acknowledged them as durable; the record of
+        # each stays in the chain, and its ack says where the file went.
+        "targets": _list(_obj({"seq": _int(), "hash": _digest, "file": _file, "digest": _digest}),
+                         min_len=1, max_len=1000),
+        "acks": _list(_ACK, min_len=1, max_len=1000),
+    }
+)
 
 _ENVELOPE: Final = _obj(
     {

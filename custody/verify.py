@@ -145,7 +145,9 @@ class ChainVerifier:
         self._check_chain(good, unauthentic, add, expect_last)
         self._check_clock(good, add)
         if media_dir is not None:
-            self._check_files(good, media_dir, media_files, add)
+            # Files freed after the server's ack are gone on purpose: only an authentic release counts.
+            released = {r for f in good if f.line not in unauthentic for r in f.released}
+            self._check_files(good, media_dir, media_files, add, released)
         for note in self.trust.crl_notes:
             add(Finding(FindingCode.STALE_CRL, note))
 
@@ -369,7 +371,12 @@ class ChainVerifier:
             last = f
 
     def _check_files(
-        self, good: list[RecordFacts], media_dir: Path, media_files: set[str] | None, add: Any
+        self,
+        good: list[RecordFacts],
+        media_dir: Path,
+        media_files: set[str] | None,
+        add: Any,
+        released: set[tuple[int, str]],
     ) -> None:
         with_files = [f for f in good if f.file is not None]
         paths = {f.file: media_dir / f.file for f in with_files if f.file is not None}
@@ -378,6 +385,8 @@ class ChainVerifier:
             assert f.file is not None
             where = f"record {f.seq} (line {f.line})"
             got = results.get(paths[f.file])
+            if got is None and (f.seq, f.hash) in released:
+                continue  # freed after the server acknowledged it; the release record names the ack
             if got is None:
                 add(
                     Finding(

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: what the tests start for real (broker), the outside judges (openssl,
 # systemd-analyze for the device units) and what the build needs.
-DEB_PACKAGES=(mosquitto mosquitto-clients openssl systemd python3-venv python3-dev ca-certificates)
+DEB_PACKAGES=(mosquitto mosquitto-clients openssl systemd ffmpeg gpsd gpsd-clients socat postgresql python3-venv python3-dev ca-certificates)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

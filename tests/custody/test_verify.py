@@ -248,3 +248,42 @@ def test_crl_not_signed_by_the_fleet_is_refused(fleet: Fleet, pristine: Path) ->
     trust = TrustStore.from_paths(ca=[fleet.ca / "root-ca.pem"], crl=[fleet.foreign_ca / "crl.pem"])
     with pytest.raises(TrustError, match=r"not signed by a trusted CA|not among the certificates"):
         ChainVerifier(trust, workers=1).verify_spool(Spool.open(pristine))
+
+
+def test_files_released_after_the_servers_ack_are_not_missing(fleet: Fleet, spool_copy: Path) -> None:
+    import hashlib
+
+    import rfc8785
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from custody.signing import key_id as cert_key_id
+    from edge.journal import SpoolWriter
+    from edge.sync.protocol import signed_ack
+
+    server_key = serialization.load_pem_private_key((fleet.ca / "server-signing.key").read_bytes(), None)
+    server_cert = x509.load_pem_x509_certificate((fleet.ca / "server-signing.pem").read_bytes())
+    segs = [json.loads(ln)["record"] for ln in lines(spool_copy) if b'"kind":"segment"' in ln][:2]
+    targets, acks = [], []
+    for r in segs:
+        h = "sha256:" + hashlib.sha256(rfc8785.dumps(r)).hexdigest()
+        targets.append({"seq": r["seq"], "hash": h, "file": r["body"]["file"], "digest": r["body"]["digest"]})
+        ack = signed_ack(
+            server_key,
+            cert_key_id(server_cert),
+            recorder="REC-0001",
+            seq=r["seq"],
+            hash=h,
+            status="stored",
+            reason="",
+            received=r["body"]["size"],
+            server_time="2026-11-26T09:00:00.000Z",
+        )
+        acks.append(json.loads(ack))
+        (spool_copy / MEDIA / r["body"]["file"]).unlink()
+    assert F.MISSING_FILE in fleet.verify(spool_copy).codes()  # freed without a release: missing
+    writer = SpoolWriter(spool_copy, signer=fleet.signer("REC-0001"), device="REC-0001")
+    writer.append("release", {"targets": targets, "acks": acks})
+    writer.close()
+    report = fleet.verify(spool_copy)
+    assert report.all_sound, report.findings

@@ -135,6 +135,29 @@ STEPS: list[tuple[str, dict[str, Any], str]] = [
         "2026-11-20T01:32:00.000Z",
     ),
     (
+        "release",
+        {
+            "targets": [
+                {"seq": 1, "hash": "PLACEHOLDER", "file": "5f0c2a9e/0000.mp4", "digest": SEGMENT["digest"]}
+            ],
+            "acks": [
+                {
+                    "v": 1,
+                    "msg": "ack",
+                    "recorder": "REC-0001",
+                    "seq": 1,
+                    "hash": "PLACEHOLDER",
+                    "status": "stored",
+                    "reason": "",
+                    "received": 9,
+                    "server_time": "2026-11-20T08:59:00.000Z",
+                    "sig": {"alg": "ed25519", "key": KEY_ID, "value": "c2VydmVyIHNpZ25hdHVyZQ=="},
+                }
+            ],
+        },
+        "2026-11-20T08:59:01.000Z",
+    ),
+    (
         "clock",
         {
             "reference": "dock:DOCK-01/ntp",
@@ -156,6 +179,11 @@ def build() -> list[dict[str, Any]]:
     for kind, body, time in STEPS:
         if kind == "annotation":
             body = {**body, "targets": [{"device": "REC-0001", "seq": 1, "hash": hashes[1]}]}
+        if kind == "release":
+            body = {
+                "targets": [{**body["targets"][0], "hash": hashes[1]}],
+                "acks": [{**body["acks"][0], "hash": hashes[1]}],
+            }
         sealed = writer.seal_next(kind, body, time=time)
         writer.commit(sealed)
         hashes.append(sealed.hash)

@@ -1,0 +1,1 @@
+"""Sync between dock and server over MQTT (docs/sync-protocol.md)."""
