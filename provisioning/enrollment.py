@@ -23,6 +23,7 @@ from provisioning.errors import ProvisioningError
 from provisioning.layout import (
     BUNDLE_CHAIN,
     BUNDLE_ROOT,
+    BUNDLE_SERVER_SIGNING,
     SIGNING_KEY,
     TLS_KEY,
     CaLayout,
@@ -133,6 +134,7 @@ def _issue(
         write_file(bundle / CERT_FILES[r.kind], c.cert_pem(cert))
     write_file(bundle / BUNDLE_CHAIN, layout.chain.read_bytes())
     write_file(bundle / BUNDLE_ROOT, layout.root_cert.read_bytes())
+    write_file(bundle / BUNDLE_SERVER_SIGNING, layout.server_signing_cert.read_bytes())
     write_device_config(bundle, config)
     # device.json last: it is what marks the bundle as enrolled.
     write_record(bundle, record_for(device=device, role=role, certs=certs, issued_at=now))

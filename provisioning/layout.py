@@ -154,6 +154,8 @@ SIGNING_CERT = "signing.pem"
 SIGNING_CSR = "signing.csr"
 BUNDLE_CHAIN = "ca-chain.pem"
 BUNDLE_ROOT = "root-ca.pem"
+#: The server's signing certificate: devices check the server's signed acks with it before freeing footage.
+BUNDLE_SERVER_SIGNING = "server-signing.pem"
 DEVICE_JSON = "device.json"
 PREVIOUS_PREFIX = "previous-"
 

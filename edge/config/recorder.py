@@ -225,6 +225,16 @@ class ControlConfig(_Config):
         return value
 
 
+class SigningConfig(_Config):
+    """The device's evidence-signing identity, as provisioning wrote it into the bundle."""
+
+    cert: ConfigPath = Path("signing.pem")
+    key: ConfigPath = Path("signing.key")
+    ca_chain: ConfigPath = Path("ca-chain.pem")
+    # The server's signing certificate: acks are checked against it before any footage is freed.
+    server_cert: ConfigPath = Path("server-signing.pem")
+
+
 class RecorderConfig(_Config):
     """Everything a body-worn recorder needs to know (firmware-config/recorder.example.toml)."""
 
@@ -242,6 +252,7 @@ class RecorderConfig(_Config):
     clock: RecorderClockConfig = RecorderClockConfig()
     spool: SpoolConfig
     control: ControlConfig = ControlConfig()
+    signing: SigningConfig = SigningConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RecorderConfig:
