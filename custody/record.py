@@ -302,15 +302,18 @@ _ACK: Final = _obj(
         "reason": _str(500),
         "received": _int(),
         "server_time": _ts,
-        "sig": _obj({"alg": _str(16, allow_empty=False), "key": _digest, "value": _str(200, allow_empty=False)}),
+        "sig": _obj(
+            {"alg": _str(16, allow_empty=False), "key": _digest, "value": _str(200, allow_empty=False)}
+        ),
     }
 )
 BODIES["release"] = _obj(
     {
         # Files freed on the recorder after the server acknowledged them as durable; the record of
         # each stays in the chain, and its ack says where the file went.
-        "targets": _list(_obj({"seq": _int(), "hash": _digest, "file": _file, "digest": _digest}),
-                         min_len=1, max_len=1000),
+        "targets": _list(
+            _obj({"seq": _int(), "hash": _digest, "file": _file, "digest": _digest}), min_len=1, max_len=1000
+        ),
         "acks": _list(_ACK, min_len=1, max_len=1000),
     }
 )

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from fieldproof.errors import FieldproofError
 
 # Subcommands, in the order `fieldproof --help` lists them. Only what is built is listed; the
-# recorder, dock and server agents are absent until their issues land (see README).
+# dock and server are absent until their issues land (see README).
 COMPONENTS: tuple[str, ...] = (
     "custody.cli",  # verify
     "provisioning.cli",  # provision …
     "edge.config_cli",  # config check …
+    "edge.recorder.cli",  # recorder run | record | ctl | recover
     "fieldproof.demo",  # demo
 )
 

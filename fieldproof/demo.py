@@ -1,26 +1,23 @@
 """``fieldproof demo``: the main job as far as it is built.
 
-Today: provision a fleet, enrol a demo recorder, record a signed sample chain with real H.264 clips,
-verify it, tamper with a copy and show the report finding it, and show a revoked device's records.
-The recorder → dock → MQTT → server path replaces the sample chain as those issues land.
+Today: provision a fleet, enrol recorders, record with the recorder agent (synthetic camera and
+microphone: there are none here), verify the spool, tamper with a copy and show the report finding it,
+and show a revoked device's later records flagged. The dock → MQTT → server path joins as it lands.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
-from datetime import UTC, datetime, timedelta
-from fractions import Fraction
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from custody.report import render_text
-from custody.signing import Ed25519Signer
 from custody.spool import JOURNAL, MEDIA, Spool
 from custody.trust import TrustStore
 from custody.verify import ChainReport, ChainVerifier
-from fieldproof.sample_chain import write_sample_spool
 from provisioning import enroll, init_ca, revoke
 
 
@@ -28,28 +25,8 @@ def add_parser(subparsers: Any) -> None:
     """Add the ``demo`` subcommand."""
     p = subparsers.add_parser("demo", help="run the end-to-end demonstration (what is built so far)")
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for everything the demo makes")
-    p.add_argument("--segments", type=int, default=3, help="segments in the sample recording")
+    p.add_argument("--seconds", type=float, default=12, help="seconds REC-0001 records after the trigger")
     p.set_defaults(func=run)
-
-
-def synthetic_clip(index: int, *, seconds: int = 2, fps: int = 15) -> bytes:
-    """A real fragmented-MP4 H.264 clip from a synthetic pattern (there is no camera here)."""
-    import av  # heavy import, only where media is made
-
-    buf = io.BytesIO()
-    with av.open(
-        buf, "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov+default_base_moof"}
-    ) as out:
-        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "g": str(fps)})
-        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
-        with av.open(f"testsrc2=size=640x360:rate={fps}", format="lavfi") as src:
-            for n, frame in enumerate(src.decode(video=0)):
-                if n >= seconds * fps:
-                    break
-                frame.pts, frame.time_base = n + index * seconds * fps, Fraction(1, fps)
-                out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return buf.getvalue()
 
 
 def _verify(ca: Path, spool: Path) -> ChainReport:
@@ -59,6 +36,33 @@ def _verify(ca: Path, spool: Path) -> ChainReport:
 
 def _step(n: int, text: str) -> None:
     print(f"\n== {n}. {text}")
+
+
+def _record(
+    bundle: Path, out: Path, *, seconds: float, pre_roll: float, marks: tuple[str, ...] = (), **context: str
+) -> Path:
+    """Record with the real recorder agent (synthetic camera and microphone, as fast as it can go)."""
+    from edge.config import load_recorder_config
+    from edge.recorder.agent import RecorderAgent
+    from edge.recorder.synthetic import synthetic_recorder_config
+
+    spool = out / f"spool-{bundle.name}"
+    cfg = synthetic_recorder_config(
+        bundle, spool=spool, socket=out / f"{bundle.name}.sock", segment_seconds=4, pre_event_seconds=3
+    )
+    agent = RecorderAgent(config=load_recorder_config(cfg), config_label=cfg.name, realtime=False)
+    agent.open()
+    try:
+        agent.set_context(**context)
+        agent.wait_media(pre_roll)
+        agent.start_recording()
+        for label in marks:
+            agent.mark(label)
+        agent.wait_media(seconds)
+        agent.stop_recording()
+    finally:
+        agent.close()
+    return spool
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,24 +77,26 @@ def run(args: argparse.Namespace) -> int:
     for device, role in (("REC-0001", "recorder"), ("REC-0002", "recorder"), ("DOCK-01", "dock")):
         print(f"   {device}: {enroll(ca, device=device, role=role)}")
 
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
-    spool_dir = out / "spool-REC-0001"
     _step(
-        3, f"REC-0001 records {args.segments} signed segments (synthetic camera, H.264 fMP4) into {spool_dir}"
+        3,
+        f"REC-0001 records {args.seconds:g} s with 3 s of pre-event footage (synthetic camera and "
+        "microphone; H.264/AAC fMP4 segments of 4 s, stamped, hashed, signed, chained)",
     )
-    bundle = ca / "devices" / "REC-0001"
-    signer = Ed25519Signer.from_files(bundle / "signing.key", bundle / "signing.pem")
-    write_sample_spool(
-        spool_dir,
-        signer=signer,
-        device="REC-0001",
-        segments=args.segments,
-        media=synthetic_clip,
-        ca_chain=(bundle / "ca-chain.pem").read_bytes(),
-        start=start,
-        seconds=2,
-    ).close()
-    print(f"   {len((spool_dir / JOURNAL).read_bytes().splitlines())} records in {spool_dir / JOURNAL}")
+    spool_dir = _record(
+        ca / "devices" / "REC-0001",
+        out,
+        seconds=args.seconds,
+        pre_roll=4,
+        marks=("show-credentials", "inform-rights"),
+        officer="12010019001",
+        case="津人社监察〔2026〕17号",
+        subject="91120116MA05JQ2X4U",
+        matter="CF-02",
+        scene="onsite-inspection",
+        proof="用人单位违反劳务派遣规定的现场情况",
+    )
+    lines = (spool_dir / JOURNAL).read_bytes().splitlines()
+    print(f"   {len(lines)} records in {spool_dir / JOURNAL}; segments in {spool_dir / MEDIA}")
 
     _step(4, "Verify the spool against the fleet root")
     report = _verify(ca, spool_dir)
@@ -103,30 +109,21 @@ def run(args: argparse.Namespace) -> int:
     data = bytearray(clip.read_bytes())
     data[len(data) // 2] ^= 0x20
     clip.write_bytes(bytes(data))
-    lines = (tampered / JOURNAL).read_bytes().splitlines(keepends=True)
-    del lines[2]
-    (tampered / JOURNAL).write_bytes(b"".join(lines))
+    journal = (tampered / JOURNAL).read_bytes().splitlines(keepends=True)
+    del journal[2]
+    (tampered / JOURNAL).write_bytes(b"".join(journal))
     bad = _verify(ca, tampered)
     print(render_text(bad))
 
-    stolen = out / "spool-REC-0002"
-    revoked_at = start + timedelta(seconds=4)
-    _step(
-        6,
-        f"REC-0002 is reported lost; IT revokes it as of {revoked_at.isoformat()} — its later records are flagged",
-    )
+    _step(6, "REC-0002 records twice; it is then reported lost between the two, and IT revokes it as of then")
     b2 = ca / "devices" / "REC-0002"
-    write_sample_spool(
-        stolen,
-        signer=Ed25519Signer.from_files(b2 / "signing.key", b2 / "signing.pem"),
-        device="REC-0002",
-        segments=args.segments,
-        media=synthetic_clip,
-        ca_chain=(b2 / "ca-chain.pem").read_bytes(),
-        start=start,
-        seconds=2,
-    ).close()
+    stolen = _record(b2, out, seconds=4, pre_roll=0, officer="12010019002")
+    time.sleep(1.2)  # CRL times have whole seconds
+    revoked_at = datetime.now(UTC).replace(microsecond=0)
+    time.sleep(1.2)
+    _record(b2, out, seconds=4, pre_roll=0, officer="12010019002")
     revoke(ca, device="REC-0002", at=revoked_at, reason="keyCompromise")
+    print(f"   revoked as of {revoked_at.isoformat()}")
     rev = _verify(ca, stolen)
     print(render_text(rev))
 
@@ -140,5 +137,5 @@ def run(args: argparse.Namespace) -> int:
         f"   Check it yourself: fieldproof verify {spool_dir} --ca {ca / 'root-ca.pem'} "
         f"--certs {ca / 'ca-chain.pem'} --crl {ca / 'crl.pem'}"
     )
-    print("   Not built yet: the live recorder, the dock, MQTT sync and the case-file server (see README).")
+    print("   Not built yet: the dock, MQTT sync and the case-file server (see README).")
     return 0 if ok else 1

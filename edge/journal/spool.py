@@ -65,9 +65,11 @@ class SpoolWriter:
         dest = self.root / MEDIA / name
         if dest.exists():
             raise SpoolError(f"{dest} exists already: media files are written once")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / TMP / (name.replace("/", "_") + ".part")
-        if source.resolve() != tmp.resolve():
+        make_dir(dest.parent, mode=0o755)  # a new recording's folder must itself survive a power cut
+        if source.resolve().parent == (self.root / TMP).resolve():
+            tmp = source  # written in place by the capture pipeline: no copy, just seal it
+        else:
+            tmp = self.root / TMP / (name.replace("/", "_") + ".part")
             shutil.copyfile(source, tmp)
         fd = os.open(tmp, os.O_RDONLY)
         try:

@@ -28,6 +28,7 @@ MAX_CHUNK: Final = 8 * 1024 * 1024
 DEFAULT_CHUNK: Final = 1024 * 1024
 MAX_FILE: Final = 4 * 1024**3
 WINDOW: Final = 16
+MAX_SEQ: Final = 2**53 - 1
 ACK_STATUSES: Final = ("stored", "pending", "duplicate", "rejected")
 REJECT_CODES: Final = (
     "malformed",
@@ -85,7 +86,7 @@ def parse_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> tuple[str, str, str
     if not topic.startswith(head):
         raise ProtocolError("malformed", f"topic {topic!r} is not under {head}")
     parts = topic[len(head) :].split("/")
-    if len(parts) != 3 or parts[1] not in ("up", "down") or not DEVICE_ID_RE.match(parts[0]):
+    if len(parts) != 3 or parts[1] not in ("up", "down") or not DEVICE_ID_RE.fullmatch(parts[0]):
         raise ProtocolError("malformed", f"topic {topic!r} is not <dock>/<up|down>/<what>")
     return parts[0], parts[1], parts[2]
 
@@ -95,16 +96,20 @@ def _json(payload: bytes, limit: int) -> dict[str, Any]:
         raise ProtocolError("too-large", f"message of {len(payload)} bytes exceeds {limit}")
     try:
         msg = parse(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: deeply nested arrays/objects exhaust the C parser's stack guard.
         raise ProtocolError("malformed", f"not JSON: {exc}") from None
-    if not isinstance(msg, dict) or msg.get("v") != VERSION or not isinstance(msg.get("msg"), str):
+    # type() is int: ``true`` and ``1.0`` compare equal to 1 but are not version 1.
+    if not isinstance(msg, dict) or type(msg.get("v")) is not int or msg["v"] != VERSION:
+        raise ProtocolError("malformed", "not a v1 message object")
+    if not isinstance(msg.get("msg"), str):
         raise ProtocolError("malformed", "not a v1 message object")
     return msg
 
 
 def _recorder(msg: Mapping[str, Any]) -> str:
     rec = msg.get("recorder")
-    if not isinstance(rec, str) or not DEVICE_ID_RE.match(rec):
+    if not isinstance(rec, str) or not DEVICE_ID_RE.fullmatch(rec):
         raise ProtocolError("malformed", "recorder is not a device id")
     return rec
 
@@ -145,9 +150,11 @@ def parse_record_message(payload: bytes) -> RecordMessage:
     unknown = set(msg) - {"v", "msg", "recorder", "line", "certs"}
     if unknown:
         raise ProtocolError("malformed", f"unknown members {sorted(unknown)}")
-    return RecordMessage(
-        recorder=_recorder(msg), line=msg["line"].encode("utf-8") + b"\n", certs=tuple(certs)
-    )
+    try:
+        line = msg["line"].encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate (\ud800) parses as JSON but is no UTF-8 text
+        raise ProtocolError("malformed", "line is not valid Unicode text") from None
+    return RecordMessage(recorder=_recorder(msg), line=line, certs=tuple(certs))
 
 
 @dataclass(frozen=True)
@@ -187,7 +194,8 @@ def parse_chunk(properties: list[tuple[str, str]] | None, payload: bytes) -> Chu
         seq, offset, size = int(props["seq"]), int(props["offset"]), int(props["size"])
     except ValueError:
         raise ProtocolError("malformed", "seq, offset and size must be decimal integers") from None
-    if not is_digest(props["digest"]) or min(seq, offset, size) < 0 or size > MAX_FILE:
+    # seq is a record's seq, so within the record domain (±(2^53 − 1)); unbounded it overflows databases.
+    if not is_digest(props["digest"]) or min(seq, offset, size) < 0 or size > MAX_FILE or seq > MAX_SEQ:
         raise ProtocolError("malformed", "bad digest, negative numbers or a file over the size limit")
     if offset + len(payload) > size:
         raise ProtocolError(

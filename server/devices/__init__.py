@@ -1,0 +1,1 @@
+"""Devices the server has heard of, and the certificates it trusts to speak for them."""

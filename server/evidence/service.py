@@ -1,0 +1,255 @@
+"""Filing evidence: files announced by records, made durable in the store, segments listed and annotated."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.custody_log.service import log_event
+from server.db import insert_ignore, transaction, utc_now
+from server.errors import HashMismatchError, ServerError
+from server.evidence.models import EvidenceFile, Segment
+from server.evidence.store import BlobStore
+from server.ingest.models import Record
+
+
+class FileConflictError(ServerError):
+    """A record names a file digest the server already holds with a different size."""
+
+
+def announce_file(*, session: Session, digest: str, size: int, now: datetime) -> EvidenceFile:
+    """The file row for ``digest`` (created pending); FileConflictError if it is held with another size."""
+    insert_ignore(
+        session,
+        EvidenceFile,
+        {"digest": digest, "size": size, "status": "pending", "announced_at": now},
+        "digest",
+    )
+    file = session.scalars(
+        select(EvidenceFile).where(EvidenceFile.digest == digest).execution_options(populate_existing=True)
+    ).one()
+    if file.size != size:
+        raise FileConflictError(f"the server holds {digest} with {file.size} bytes, the record says {size}")
+    return file
+
+
+def add_segment(*, session: Session, record: Record, body: dict[str, Any]) -> Segment:
+    """The segment row of a segment/recovered record, with annotations the device already made applied."""
+    segment = Segment(
+        record_id=record.id,
+        device=record.device,
+        seq=record.seq,
+        digest=body["digest"],
+        kind=record.kind,
+        recording=body["recording"],
+        index=body["index"],
+        file_name=body["file"],
+        start=body["start"],
+        end=body["end"],
+        officer=body["officer"],
+        case_number=body["case"],
+        subject=body["subject"],
+    )
+    session.add(segment)
+    session.flush()
+    # An annotation normally comes after its target; if it arrived first, apply it now.
+    later = session.execute(
+        select(Record.seq, Record.line).where(
+            Record.device == record.device, Record.kind == "annotation", Record.seq > record.seq
+        )
+    )
+    for ann_seq, line in later:
+        ann = json.loads(line)["record"]["body"]
+        if any(_names(t, record) for t in ann["targets"]):
+            _apply(segment, ann_seq, ann["set"])
+    return segment
+
+
+def _names(target: dict[str, Any], record: Record) -> bool:
+    return (target["device"], target["seq"], target["hash"]) == (record.device, record.seq, record.hash)
+
+
+def _apply(segment: Segment, ann_seq: int, values: dict[str, Any]) -> bool:
+    """Set case/subject from an annotation unless a later one (in chain order) already did."""
+    changed = False
+    if "case" in values and (segment.case_set_by is None or ann_seq > segment.case_set_by):
+        segment.case_number, segment.case_set_by, changed = values["case"], ann_seq, True
+    if "subject" in values and (segment.subject_set_by is None or ann_seq > segment.subject_set_by):
+        segment.subject, segment.subject_set_by, changed = values["subject"], ann_seq, True
+    return changed
+
+
+def apply_annotation(
+    *, session: Session, annotation: Record, body: dict[str, Any], actor: str
+) -> list[Segment]:
+    """Apply an annotation to the held segments it names (same device only: a device annotates its
+    own footage; annotations across devices come with server-side signing, later)."""
+    changed = []
+    for t in body["targets"]:
+        if t["device"] != annotation.device:
+            continue
+        row = session.execute(
+            select(Segment, Record.hash)
+            .join(Record, Record.id == Segment.record_id)
+            .where(Segment.device == t["device"], Segment.seq == t["seq"])
+        ).first()
+        if row is None or row[1] != t["hash"]:
+            continue
+        segment = row[0]
+        if _apply(segment, annotation.seq, body["set"]):
+            changed.append(segment)
+            log_event(
+                session=session,
+                kind="annotated",
+                actor=actor,
+                device=segment.device,
+                seq=segment.seq,
+                record_hash=t["hash"],
+                digest=segment.digest,
+                detail={"by_seq": annotation.seq, "by_hash": annotation.hash, "set": body["set"]},
+            )
+    return changed
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record whose file is now durable: who to ack, and where."""
+
+    device: str
+    seq: int
+    hash: str
+    dock: str
+    size: int
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What finishing a file came to: ``stored`` or ``hash-mismatch``."""
+
+    status: str
+    digest: str
+    records: list[StoredRecord]
+    reason: str = ""
+
+
+def complete_file(
+    *, factory: sessionmaker[Session], store: BlobStore, digest: str, actor: str, dock: str
+) -> FileOutcome:
+    """Commit a fully received file to the store (hash checked there), then file it in the database.
+
+    Order: the blob is durable before the row says ``stored``; the row and the ``filed`` events are
+    committed before the caller may ack. A crash in between leaves a committed blob and a pending row,
+    which the next chunk, record or ``have?`` completes (commit is idempotent).
+    """
+    try:
+        size = store.commit(digest)
+    except HashMismatchError as exc:
+        with transaction(factory) as s:
+            rows = _records_of(s, digest)
+            for r in rows:
+                log_event(
+                    session=s,
+                    kind="rejected",
+                    code="hash-mismatch",
+                    actor=actor,
+                    device=r.device,
+                    seq=r.seq,
+                    record_hash=r.hash,
+                    digest=digest,
+                    dock=dock,
+                    detail={"reason": str(exc), "received_digest": exc.actual},
+                )
+        return FileOutcome("hash-mismatch", digest, rows, f"hash-mismatch: {exc}")
+    now = utc_now()
+    with transaction(factory) as s:
+        s.execute(
+            update(EvidenceFile)
+            .where(EvidenceFile.digest == digest, EvidenceFile.status == "pending")
+            .values(status="stored", stored_at=now, blob_key=store.key(digest))
+        )
+        pending = list(
+            s.scalars(
+                select(Record)
+                .join(Segment, Segment.record_id == Record.id)
+                .where(Segment.digest == digest, Record.status == "pending")
+            )
+        )
+        for rec in pending:
+            # Conditional update: of two workers finishing the same file, only one files each record.
+            done = s.execute(
+                update(Record).where(Record.id == rec.id, Record.status == "pending").values(status="stored")
+            )
+            if done.rowcount:  # type: ignore[attr-defined]
+                log_event(
+                    session=s,
+                    kind="filed",
+                    actor=actor,
+                    device=rec.device,
+                    seq=rec.seq,
+                    record_hash=rec.hash,
+                    digest=digest,
+                    dock=dock,
+                    detail={"size": size, "blob": store.key(digest), "sha256_verified_over": "stored bytes"},
+                )
+        rows = _records_of(s, digest)
+    return FileOutcome("stored", digest, rows)
+
+
+def _records_of(session: Session, digest: str) -> list[StoredRecord]:
+    rows = session.execute(
+        select(Record.device, Record.seq, Record.hash, Record.dock, EvidenceFile.size)
+        .join(Segment, Segment.record_id == Record.id)
+        .join(EvidenceFile, EvidenceFile.digest == Segment.digest)
+        .where(Segment.digest == digest)
+        .order_by(Record.device, Record.seq)
+    )
+    return [StoredRecord(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class SegmentListing:
+    """One filed segment as the API shows it."""
+
+    seq: int
+    kind: str
+    sha256: str
+    size: int
+    status: str
+    recording: str
+    index: int
+    case_number: str
+    subject: str
+    officer: str
+    start: str
+    end: str
+    stored_at: datetime | None
+
+
+def list_segments(*, session: Session, device: str) -> list[SegmentListing]:
+    """Every segment of ``device`` the server accepted, by seq, with its file's status."""
+    rows = session.execute(
+        select(
+            Segment.seq,
+            Segment.kind,
+            Segment.digest,
+            EvidenceFile.size,
+            EvidenceFile.status,
+            Segment.recording,
+            Segment.index,
+            Segment.case_number,
+            Segment.subject,
+            Segment.officer,
+            Segment.start,
+            Segment.end,
+            EvidenceFile.stored_at,
+        )
+        .join(EvidenceFile, EvidenceFile.digest == Segment.digest)
+        .where(Segment.device == device)
+        .order_by(Segment.seq)
+    )
+    return [SegmentListing(*r) for r in rows]

@@ -1,0 +1,1 @@
+"""Ingest: the MQTT worker that verifies, stores and acknowledges what the docks send."""

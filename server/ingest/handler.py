@@ -1,0 +1,544 @@
+"""Handling one sync-protocol message (docs/sync-protocol.md): decide, make it durable, then answer.
+
+``IngestHandler.handle`` takes a message as it came off the broker and returns the answers to publish.
+It returns only after everything the answers claim is committed — blob fsynced, rows and custody events
+committed — so whoever publishes them can never ack ahead of the disk. It never raises: a message that
+breaks something is logged as an ``error`` custody event and answered with nothing (the dock resends).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from custody.examine import examine_line
+from custody.record import DEVICE_ID_RE
+from custody.timefmt import utc_timestamp
+from custody.trust import KeyStatus
+from edge.sync.protocol import (
+    MAX_RECORD_MESSAGE,
+    ProtocolError,
+    Topics,
+    have_answer,
+    parse_chunk,
+    parse_have_question,
+    parse_record_message,
+    parse_topic,
+)
+from server.custody_log.service import log_event
+from server.db import transaction, utc_now
+from server.devices.registry import DeviceRegistry, JudgedKey
+from server.devices.service import learnt_certificate
+from server.errors import BlobSizeError, NotStagedError
+from server.evidence.models import EvidenceFile, Segment
+from server.evidence.service import FileOutcome, complete_file
+from server.evidence.store import BlobStore
+from server.ingest.acks import AckSigner
+from server.ingest.models import Record
+from server.ingest.service import (
+    FILE_KINDS,
+    Acceptance,
+    ChainRejectionError,
+    IncomingRecord,
+    accept_record,
+    chain_position,
+    pending_digests,
+)
+
+log = logging.getLogger(__name__)
+
+_DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
+_TIMESTAMP: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+#: A rejected payload is kept in its custody event up to this many bytes (a record line is kept whole).
+_EXCERPT: Final = 512
+#: Payloads larger than this are not parsed just to find out whom to answer.
+_SALVAGE_LIMIT: Final = 1024 * 1024
+_HAVE_INTERVAL: Final = 1.0
+_RETRIES: Final = 3
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to publish (QoS 1): an ack or a have answer."""
+
+    topic: str
+    payload: bytes
+
+
+class _RefusalError(Exception):
+    """Internal: a record refused before it reaches the database."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class IngestHandler:
+    """Turns messages into durable state and signed answers."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        factory: sessionmaker[Session],
+        store: BlobStore,
+        registry: DeviceRegistry,
+        signer: AckSigner,
+        actor: str,
+    ) -> None:
+        self.prefix = prefix
+        self.factory = factory
+        self.store = store
+        self.registry = registry
+        self.signer = signer
+        self.actor = actor
+        self._last_have: dict[str, float] = {}
+
+    # -- entry -----------------------------------------------------------------------------------
+
+    def handle(
+        self, topic: str, payload: bytes, properties: list[tuple[str, str]] | None = None
+    ) -> list[Outgoing]:
+        """Handle one message; returns the answers to publish, all of whose claims are durable."""
+        try:
+            return self._dispatch(topic, payload, properties)
+        except Exception as exc:  # one bad message must never stop ingest; it is logged, never lost
+            log.exception("failed handling a message on %r", topic)
+            self._log_error(topic, payload, exc)
+            return []
+
+    def _dispatch(
+        self, topic: str, payload: bytes, properties: list[tuple[str, str]] | None
+    ) -> list[Outgoing]:
+        try:
+            dock, direction, what = parse_topic(topic, self.prefix)
+        except ProtocolError as exc:
+            return self._reject(None, exc.code, str(exc), payload=payload, topic=topic)
+        if direction != "up":
+            return self._reject(
+                dock, "malformed", f"malformed: {topic!r} is not an up topic", payload=payload
+            )
+        if what == "record":
+            return self._on_record(dock, payload)
+        if what == "chunk":
+            return self._on_chunk(dock, payload, properties)
+        if what == "have":
+            return self._on_have(dock, payload)
+        return self._reject(
+            dock, "malformed", f"malformed: unknown topic up/{what[:64]!r}", payload=payload, topic=topic
+        )
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def _on_record(self, dock: str, payload: bytes) -> list[Outgoing]:
+        try:
+            msg = parse_record_message(payload)
+        except ProtocolError as exc:
+            recorder, seq = _salvage_record(payload)
+            return self._reject(dock, exc.code, str(exc), recorder=recorder, seq=seq, payload=payload)
+        envelope = _loads(msg.line)
+        kid = _key_of(envelope)
+        judged = None
+        if kid is not None:
+            judged = self.registry.judge(kid, offered=msg.certs, learnt=self._learnt(kid))
+        trusted = judged is not None and judged.key.status is KeyStatus.TRUSTED and judged.public is not None
+        facts = examine_line(
+            1, msg.line, {kid: judged.public} if trusted and kid and judged and judged.public else {}
+        )
+        seq = facts.seq if facts.seq is not None else _seq_of(envelope)
+        rhash = facts.hash
+        now = utc_now()
+        try:
+            body = self._check_record(msg.recorder, facts, envelope, judged)
+        except _RefusalError as exc:
+            return self._reject(
+                dock, exc.code, str(exc), recorder=msg.recorder, seq=seq, rhash=rhash, line=msg.line
+            )
+        assert judged is not None
+        assert kid is not None
+        warnings: tuple[str, ...] = ()
+        revoked_at = judged.revoked_at
+        if revoked_at is not None and now >= revoked_at:
+            warnings = (
+                f"received at {utc_timestamp(now)}, after {facts.device} was revoked at "
+                f"{utc_timestamp(revoked_at)}; the record is dated {facts.time}, before the revocation, "
+                "but a thief holding the key could backdate records: check it against the chain",
+            )
+        incoming = IncomingRecord(
+            facts=facts,
+            line=msg.line,
+            body=body,
+            key_id=kid,
+            key_detail=judged.key.detail,
+            learn_pem=judged.pem if msg.certs else None,
+            device_role=self.registry.role(facts.device),
+            dock=dock,
+            dock_role=self.registry.role(dock),
+            warnings=warnings,
+        )
+        try:
+            acc = self._accept(incoming, now)
+        except ChainRejectionError as exc:
+            return self._reject(
+                dock, exc.code, str(exc), recorder=msg.recorder, seq=seq, rhash=rhash, line=msg.line
+            )
+        return self._answer_record(dock, acc)
+
+    def _learnt(self, kid: str) -> Callable[[], str | None]:
+        def lookup() -> str | None:
+            with self.factory() as s:
+                return learnt_certificate(session=s, key_id=kid)
+
+        return lookup
+
+    def _check_record(
+        self, recorder: str, facts: Any, envelope: Any, judged: JudgedKey | None
+    ) -> dict[str, Any]:
+        """The order of checks is the order of the protocol's codes: form, key, signature, time."""
+        if not facts.ok:
+            raise _RefusalError("malformed", facts.problem)
+        record = envelope["record"]
+        body: dict[str, Any] = record["body"]
+        # custody.record validates with regexes ending in '$', which also match before a final line
+        # break ("REC-0001\n"); the server holds these members to their exact forms.
+        exact = [DEVICE_ID_RE.fullmatch(facts.device), _TIMESTAMP.fullmatch(facts.time)]
+        if facts.prev is not None:
+            exact.append(_DIGEST.fullmatch(facts.prev))
+        if facts.kind in FILE_KINDS:
+            exact += [_DIGEST.fullmatch(body["digest"]), _TIMESTAMP.fullmatch(body["start"])]
+            exact += [_TIMESTAMP.fullmatch(body["end"]), "\n" not in body["file"]]
+        if not all(exact):
+            raise _RefusalError(
+                "malformed", "a device id, time, digest or file name is not in its exact form"
+            )
+        if facts.device != recorder:
+            raise _RefusalError(
+                "malformed", f"the message names recorder {recorder}, the record {facts.device}"
+            )
+        if judged is None:
+            raise _RefusalError(
+                "unknown-device",
+                f"no certificate known for key {facts.key}: the device is not enrolled here, "
+                "or the dock must send the recorder's signing certificate in certs",
+            )
+        key = judged.key
+        if key.status is KeyStatus.FOREIGN_CA:
+            raise _RefusalError("foreign-ca", key.detail)
+        if key.status is not KeyStatus.TRUSTED:
+            raise _RefusalError("unknown-device", key.detail)
+        if key.device != facts.device:
+            raise _RefusalError(
+                "unknown-device", f"record of {facts.device} signed with the key of {key.device}"
+            )
+        if not facts.signature_ok:
+            raise _RefusalError("bad-signature", "the signature does not verify over the record")
+        if not utc_timestamp(key.not_before) <= facts.time <= utc_timestamp(key.not_after):
+            raise _RefusalError(
+                "unknown-device",
+                f"the record is dated {facts.time}, outside its certificate's validity "
+                f"{utc_timestamp(key.not_before)} – {utc_timestamp(key.not_after)}",
+            )
+        if judged.revoked_at is not None and facts.time >= utc_timestamp(judged.revoked_at):
+            raise _RefusalError(
+                "revoked",
+                f"the record is dated {facts.time}, at or after {facts.device} was revoked "
+                f"({utc_timestamp(judged.revoked_at)})",
+            )
+        return body
+
+    def _accept(self, incoming: IncomingRecord, now: Any) -> Acceptance:
+        for attempt in range(_RETRIES):
+            try:
+                with transaction(self.factory) as s:
+                    return accept_record(session=s, incoming=incoming, now=now, actor=self.actor)
+            except IntegrityError:
+                # Another worker filed the same (device, seq) or file first: look again, and this time
+                # it is a duplicate (or a fork).
+                if attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _answer_record(self, dock: str, acc: Acceptance) -> list[Outgoing]:
+        if acc.digest is None or acc.size is None:
+            return [self._ack(dock, acc.device, acc.seq, acc.hash, "stored" if acc.new else "duplicate")]
+        if acc.status == "stored":
+            status = "stored" if acc.new else "duplicate"
+            return [self._ack(dock, acc.device, acc.seq, acc.hash, status, received=acc.size)]
+        self.store.begin(acc.digest, acc.size)
+        got = self.store.received(acc.digest)
+        if got >= acc.size:  # nothing left to send (an empty file, or all staged before a restart)
+            return self._file_answers(
+                dock,
+                complete_file(
+                    factory=self.factory, store=self.store, digest=acc.digest, actor=self.actor, dock=dock
+                ),
+            )
+        return [self._ack(dock, acc.device, acc.seq, acc.hash, "pending", received=got)]
+
+    # -- chunks ----------------------------------------------------------------------------------
+
+    def _on_chunk(
+        self, dock: str, payload: bytes, properties: list[tuple[str, str]] | None
+    ) -> list[Outgoing]:
+        try:
+            chunk = parse_chunk(properties, payload)
+        except ProtocolError as exc:
+            props = _props(properties)
+            recorder = props.get("recorder")
+            recorder = recorder if recorder and DEVICE_ID_RE.fullmatch(recorder) else None
+            seq = _small_int(props.get("seq"))
+            digest = props.get("digest") if _DIGEST.fullmatch(props.get("digest") or "") else None
+            return self._reject(
+                dock,
+                exc.code,
+                str(exc),
+                recorder=recorder,
+                seq=seq,
+                rhash=self._held_hash(recorder, seq),
+                digest=digest,
+                payload=payload,
+                properties=props,
+            )
+        with self.factory() as s:
+            row = s.execute(
+                select(Segment.digest, EvidenceFile.size, EvidenceFile.status, Record.hash)
+                .join(Record, Record.id == Segment.record_id)
+                .join(EvidenceFile, EvidenceFile.digest == Segment.digest)
+                .where(Segment.device == chunk.recorder, Segment.seq == chunk.seq)
+            ).first()
+        where = {"recorder": chunk.recorder, "seq": chunk.seq, "digest": chunk.digest, "offset": chunk.offset}
+        if row is None or row.digest != chunk.digest:
+            return self._reject(
+                dock,
+                "unannounced",
+                f"unannounced: no accepted record {chunk.recorder}/{chunk.seq} announces {chunk.digest}",
+                recorder=chunk.recorder,
+                seq=chunk.seq,
+                rhash=row.hash if row else "",
+                digest=chunk.digest,
+                properties=where,
+            )
+        if row.size != chunk.size:
+            return self._reject(
+                dock,
+                "size-mismatch",
+                f"size-mismatch: the record signed {row.size} bytes, the chunk says {chunk.size}",
+                recorder=chunk.recorder,
+                seq=chunk.seq,
+                rhash=row.hash,
+                digest=chunk.digest,
+                properties=where,
+            )
+        if row.status == "stored":
+            return [self._ack(dock, chunk.recorder, chunk.seq, row.hash, "duplicate", received=row.size)]
+        try:
+            self.store.begin(chunk.digest, chunk.size)
+            self.store.write_at(chunk.digest, chunk.offset, chunk.data)  # durable before it returns
+        except (BlobSizeError, NotStagedError) as exc:
+            return self._reject(
+                dock,
+                "size-mismatch",
+                f"size-mismatch: {exc}",
+                recorder=chunk.recorder,
+                seq=chunk.seq,
+                rhash=row.hash,
+                digest=chunk.digest,
+                properties=where,
+            )
+        got = self.store.received(chunk.digest)
+        if got < chunk.size:
+            return [self._ack(dock, chunk.recorder, chunk.seq, row.hash, "pending", received=got)]
+        outcome = complete_file(
+            factory=self.factory, store=self.store, digest=chunk.digest, actor=self.actor, dock=dock
+        )
+        return self._file_answers(dock, outcome)
+
+    def _file_answers(self, dock: str, outcome: FileOutcome) -> list[Outgoing]:
+        """Acks for every record naming the file, each to the dock that brought that record."""
+        if outcome.status == "stored":
+            return [
+                self._ack(r.dock, r.device, r.seq, r.hash, "stored", received=r.size) for r in outcome.records
+            ]
+        return [
+            self._ack(r.dock, r.device, r.seq, r.hash, "rejected", reason=outcome.reason)
+            for r in outcome.records
+        ]
+
+    def _held_hash(self, recorder: str | None, seq: int | None) -> str:
+        if recorder is None or seq is None:
+            return ""
+        with self.factory() as s:
+            return s.scalar(select(Record.hash).where(Record.device == recorder, Record.seq == seq)) or ""
+
+    # -- have? -----------------------------------------------------------------------------------
+
+    def _on_have(self, dock: str, payload: bytes) -> list[Outgoing]:
+        try:
+            recorder = parse_have_question(payload)
+        except ProtocolError as exc:
+            return self._reject(dock, exc.code, str(exc), payload=payload)
+        # At most once per second per dock (protocol §5): a dock asking in a loop costs one answer.
+        now = time.monotonic()
+        if now - self._last_have.get(dock, -_HAVE_INTERVAL) < _HAVE_INTERVAL:
+            log.info(
+                "have? from %s for %s within %.0fs of the last: not answered", dock, recorder, _HAVE_INTERVAL
+            )
+            return []
+        self._last_have[dock] = now
+        if len(self._last_have) > 10_000:
+            self._last_have = {d: t for d, t in self._last_have.items() if now - t < _HAVE_INTERVAL}
+        with self.factory() as s:
+            next_seq, last_hash = chain_position(session=s, device=recorder)
+            digests = pending_digests(session=s, device=recorder)
+        pending = {d: self.store.received(d) for d in digests}
+        answer = have_answer(recorder=recorder, next_seq=next_seq, last_hash=last_hash, pending=pending)
+        return [Outgoing(Topics(self.prefix, dock).down("have"), answer)]
+
+    # -- answers and events ----------------------------------------------------------------------
+
+    def _ack(
+        self,
+        dock: str,
+        recorder: str,
+        seq: int,
+        rhash: str,
+        status: str,
+        *,
+        reason: str = "",
+        received: int = 0,
+    ) -> Outgoing:
+        payload = self.signer.ack(
+            recorder=recorder, seq=seq, hash=rhash, status=status, reason=reason, received=received
+        )
+        return Outgoing(Topics(self.prefix, dock).down("ack"), payload)
+
+    def _reject(
+        self,
+        dock: str | None,
+        code: str,
+        reason: str,
+        *,
+        recorder: str | None = None,
+        seq: int | None = None,
+        rhash: str = "",
+        digest: str | None = None,
+        payload: bytes | None = None,
+        line: bytes | None = None,
+        topic: str | None = None,
+        properties: dict[str, Any] | None = None,
+    ) -> list[Outgoing]:
+        """Keep the rejection as a custody event, then answer ``rejected`` if we know whom and what."""
+        if not reason.startswith(code):
+            reason = f"{code}: {reason}"
+        detail: dict[str, Any] = {"reason": reason}
+        if topic is not None:
+            detail["topic"] = topic[:256]
+        if line is not None:
+            # The whole signed line: a fork or a record signed after revocation is itself evidence.
+            detail["line"] = line.decode("utf-8", "replace")
+        elif payload is not None:
+            detail |= _describe(payload)
+        if properties is not None:
+            detail["properties"] = {str(k)[:64]: str(v)[:128] for k, v in list(properties.items())[:16]}
+        with transaction(self.factory) as s:
+            log_event(
+                session=s,
+                kind="rejected",
+                code=code,
+                actor=self.actor,
+                device=recorder,
+                seq=seq,
+                record_hash=rhash or None,
+                digest=digest,
+                dock=dock,
+                detail=detail,
+            )
+        if dock is None or recorder is None or seq is None:
+            return []  # no one to answer: the protocol's ack needs a recorder and a seq
+        return [self._ack(dock, recorder, seq, rhash, "rejected", reason=reason)]
+
+    def _log_error(self, topic: str, payload: bytes, exc: BaseException) -> None:
+        try:
+            with transaction(self.factory) as s:
+                log_event(
+                    session=s,
+                    kind="error",
+                    actor=self.actor,
+                    detail={
+                        "topic": topic[:256],
+                        "error": f"{type(exc).__name__}: {exc}"[:2000],
+                        "where": traceback.format_exc(limit=4)[-4000:],
+                        **_describe(payload),
+                    },
+                )
+        except Exception:  # the database itself may be what failed; the log has it
+            log.exception("cannot record the error as a custody event")
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _loads(data: bytes | str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _key_of(envelope: Any) -> str | None:
+    sig = envelope.get("sig") if isinstance(envelope, dict) else None
+    key = sig.get("key") if isinstance(sig, dict) else None
+    return key if isinstance(key, str) and _DIGEST.fullmatch(key) else None
+
+
+def _small_int(v: object) -> int | None:
+    if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 16:
+        n = int(v)
+        return n if n <= 2**53 - 1 else None
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**53 - 1:
+        return v
+    return None
+
+
+def _seq_of(envelope: Any) -> int | None:
+    record = envelope.get("record") if isinstance(envelope, dict) else None
+    return _small_int(record.get("seq")) if isinstance(record, dict) else None
+
+
+def _salvage_record(payload: bytes) -> tuple[str | None, int | None]:
+    """Best effort: the recorder and seq of a refused record message, so that the dock can be told."""
+    if len(payload) > max(_SALVAGE_LIMIT, MAX_RECORD_MESSAGE):
+        return None, None
+    msg = _loads(payload)
+    if not isinstance(msg, dict):
+        return None, None
+    rec = msg.get("recorder")
+    recorder = rec if isinstance(rec, str) and DEVICE_ID_RE.fullmatch(rec) else None
+    line = msg.get("line")
+    return recorder, _seq_of(_loads(line) if isinstance(line, str) else None)
+
+
+def _props(properties: list[tuple[str, str]] | None) -> dict[str, str]:
+    try:
+        return {str(k): str(v) for k, v in (properties or [])}
+    except (TypeError, ValueError):
+        return {}
+
+
+def _describe(payload: bytes) -> dict[str, Any]:
+    return {
+        "payload_bytes": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "payload_head": payload[:_EXCERPT].decode("utf-8", "replace"),
+    }
