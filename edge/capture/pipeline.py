@@ -22,7 +22,7 @@ from typing import Any
 from edge.capture.api import SegmentFile, SegmentOpened, SegmentSink, StampProvider
 from edge.capture.errors import CaptureError
 from edge.capture.overlay import Overlay, stamp_lines
-from edge.capture.sources import audio_source, video_frames
+from edge.capture.sources import audio_source, prefetched, video_frames
 from edge.config import AudioConfig, OverlayConfig, PreEventConfig, VideoConfig
 
 # Fragments flushed as written: a crash loses at most the fragment being written (FACTS).
@@ -214,7 +214,7 @@ class CapturePipeline:
         self._trigger = None
         recording = force_key = False
         stamp_second, lines = -1, [""]
-        for n, frame in enumerate(video_frames(self.video)):
+        for n, frame in enumerate(prefetched(video_frames(self.video))):
             ctl = self._control
             if self._closing and not recording and ctl.start is None:
                 break

@@ -55,6 +55,44 @@ def video_frames(video: VideoConfig) -> Iterator[Any]:
             return
 
 
+def prefetched(frames: Iterator[Any], depth: int = 4) -> Iterator[Any]:
+    """Read frames on their own thread, a few ahead: decoding overlaps encoding (both release the GIL)."""
+    import queue
+    import threading
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            for f in frames:
+                while not stop.is_set():
+                    try:
+                        q.put(f, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            q.put(exc)
+
+    t = threading.Thread(target=reader, name="capture-source", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 class SineSource:
     """A synthetic tone in 1024-sample float planar frames (stands in for the microphone)."""
 
