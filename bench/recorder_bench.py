@@ -100,8 +100,7 @@ def recorder_run(bundle: Path, seconds: int, work: Path) -> tuple[float, float, 
         t0 = os.times()
         t = time.perf_counter()
         agent.start_recording()
-        agent.wait_media(seconds)
-        agent.stop_recording()
+        agent.stop_recording(after=seconds)
         wall = time.perf_counter() - t
         t1 = os.times()
         segments = agent.segments_sealed

@@ -58,8 +58,7 @@ def _record(
         agent.start_recording()
         for label in marks:
             agent.mark(label)
-        agent.wait_media(seconds)
-        agent.stop_recording()
+        agent.stop_recording(after=seconds)
     finally:
         agent.close()
     return spool

@@ -55,6 +55,7 @@ class _Packet:
 class _Control:
     start: str | None = None
     stop: bool = False
+    stop_after: float | None = None  # seconds of footage after the trigger, then stop
     sealed: threading.Event = field(default_factory=threading.Event)
 
 
@@ -120,13 +121,18 @@ class CapturePipeline:
             self._control.start = recording_id
             self._control.sealed.clear()
 
-    def stop_recording(self, timeout: float = 60.0) -> None:
-        """End the recording; returns once its last segment is sealed and handed to the sink."""
+    def stop_recording(self, *, after: float | None = None, timeout: float = 60.0) -> None:
+        """End the recording (now, or after ``after`` seconds of footage from the trigger); returns once
+        its last segment is sealed and handed to the sink."""
         with self._cond:
             self._raise()
             if self.recording_id is None and self._control.start is None:
                 raise CaptureError("not recording")
-            self._control.stop = True
+            if after is None:
+                self._control.stop = True
+            else:
+                self._control.stop_after = after
+                timeout = max(timeout, after * 10)
             sealed = self._control.sealed
         if not sealed.wait(timeout):
             self._raise()
@@ -246,7 +252,14 @@ class CapturePipeline:
                 for p in ring:
                     self._route(p)
                 ring.clear()
-            elif ctl.stop and recording:
+            elif recording and (
+                ctl.stop
+                or (
+                    ctl.stop_after is not None
+                    and self._trigger is not None
+                    and t - self._trigger >= ctl.stop_after - 1e-9
+                )
+            ):
                 recording = False
                 self._stop()
             frame.pts, frame.time_base = n, tb
@@ -304,6 +317,7 @@ class CapturePipeline:
     def _stopped(self) -> None:
         self.recording_id = None
         self._control.stop = False
+        self._control.stop_after = None
         self._control.sealed.set()
 
     def _trim(self, ring: deque[_Packet], now: float) -> None:

@@ -117,18 +117,10 @@ class RecorderAgent:
                 self.spool.close()
         return self.recovered
 
-    def wait_media(self, seconds: float, *, while_recording: bool = False) -> None:
-        """Let ``seconds`` of footage be captured (wall time live; media time in fast mode).
-
-        With ``while_recording``, return early if the recording stops meanwhile (e.g. low space).
-        """
-        left = seconds
-        while left > 0:
-            if while_recording and self.recording_id is None:
-                return
-            step = min(left, 0.5)
-            self.pipeline.wait_media(step)
-            left -= step
+    def wait_media(self, seconds: float) -> None:
+        """Let ``seconds`` of footage be captured (wall time live; media time in fast mode)."""
+        if seconds > 0:
+            self.pipeline.wait_media(seconds)
 
     def _recover_and_boot(self) -> None:
         make_dir(self.root, mode=0o755)
@@ -212,11 +204,11 @@ class RecorderAgent:
         self.pipeline.start_recording(self.recording_id)
         return self.recording_id
 
-    def stop_recording(self) -> None:
-        """Stop and seal the last segment (returns once it is chained)."""
+    def stop_recording(self, *, after: float | None = None) -> None:
+        """Stop (now, or after ``after`` seconds of footage) and seal the last segment; returns once chained."""
         if self.recording_id is None:
             raise RecorderError("not recording")
-        self.pipeline.stop_recording()
+        self.pipeline.stop_recording(after=after)
         with self._lock:
             self.recording_id = None
 

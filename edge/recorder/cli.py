@@ -93,9 +93,8 @@ def _record(args: argparse.Namespace) -> int:
         recording = agent.start_recording()
         for label in args.mark:
             agent.mark(label)
-        agent.wait_media(args.seconds, while_recording=True)
-        if agent.recording_id is not None:  # not already stopped by the recorder itself (low space)
-            agent.stop_recording()
+        # Exactly N seconds of footage; returns early if the recorder stops itself (low space).
+        agent.stop_recording(after=args.seconds)
         status = agent.status()
     finally:
         agent.close()
