@@ -51,6 +51,60 @@ class _Packet:
     key: bool
 
 
+class _AudioWorker:
+    """Encodes audio on its own thread, up to the media time the video has reached (AAC overlaps x264)."""
+
+    def __init__(self, source: Any, stream: Any, rate: int) -> None:
+        import queue
+
+        self.source, self.stream, self.rate = source, stream, rate
+        self.out: queue.SimpleQueue[_Packet] = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._target = 0.0
+        self._done = 0.0
+        self._stop = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="capture-audio", daemon=True)
+        self._thread.start()
+
+    def advance(self, seconds: float) -> None:
+        """Let the worker encode up to ``seconds`` on the capture timeline."""
+        with self._cond:
+            self._target = seconds
+            self._cond.notify()
+
+    def drain(self) -> list[_Packet]:
+        """The packets encoded so far (never blocks)."""
+        if self.error is not None:
+            raise CaptureError(f"audio capture failed: {self.error}") from self.error
+        out = []
+        while not self.out.empty():
+            out.append(self.out.get_nowait())
+        return out
+
+    def close(self) -> None:
+        """Stop the worker."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stop or self._target > self._done)
+                    if self._stop:
+                        return
+                    target = self._target
+                for frame in self.source.frames_until(target):
+                    for p in self.stream.encode(frame):
+                        self.out.put(_Packet(p, "a", p.pts / self.rate, True))
+                self._done = target
+        except BaseException as exc:  # surfaced to the capture thread by drain()
+            self.error = exc
+
+
 @dataclass
 class _Control:
     start: str | None = None
@@ -203,6 +257,7 @@ class CapturePipeline:
         holder, vs, astream = self._encoders()
         self._astream = astream
         audio = audio_source(self.audio_cfg)
+        worker: _AudioWorker | None = None
         overlay = None
         if self.overlay_cfg.enabled:
             overlay = Overlay(
@@ -268,9 +323,11 @@ class CapturePipeline:
             out = [_Packet(p, "v", p.pts / self.fps, p.is_keyframe) for p in vs.encode(frame)]
             if n == 0:
                 holder.start_encoding()  # fills the templates' parameters (SPS/PPS) now the encoders are open
-            if audio is not None and astream is not None:
-                for af in audio.frames_until((n + 1) / self.fps):
-                    out += [_Packet(p, "a", p.pts / self.audio_cfg.rate, True) for p in astream.encode(af)]
+            if worker is None and audio is not None and astream is not None:
+                worker = _AudioWorker(audio, astream, self.audio_cfg.rate)  # after the encoders opened
+            if worker is not None:
+                worker.advance((n + 1) / self.fps)
+                out += worker.drain()
             for p in out:
                 if self.packet_tap is not None:
                     self.packet_tap(p.kind, p.packet)
@@ -292,6 +349,8 @@ class CapturePipeline:
                 self.media_time = (n + 1) / self.fps
                 self._cond.notify_all()
         # The source ended, or the pipeline closes: seal whatever is open.
+        if worker is not None:
+            worker.close()
         if recording:
             self._stop()
         if self._closing_seg is not None:
