@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """Verify and print the report; the exit code says sound (0), findings (1) or cannot run (2)."""
     expect = None
     if args.expect_last:
-        m = _WITNESS_RE.match(args.expect_last)
+        m = _WITNESS_RE.fullmatch(args.expect_last)
         if m is None:
             print("fieldproof verify: --expect-last takes SEQ or SEQ:sha256:<hex>", file=sys.stderr)
             return 2

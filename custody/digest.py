@@ -38,7 +38,7 @@ def sha256_digest(data: bytes) -> Digest:
 
 def parse_digest(text: str) -> tuple[str, str]:
     """Split ``alg:hex`` into its parts, or raise RecordFormatError."""
-    m = _DIGEST_RE.match(text) if isinstance(text, str) else None
+    m = _DIGEST_RE.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise RecordFormatError(f"{text!r} is not a digest of the form sha256:<64 lowercase hex digits>")
     return m.group(1), m.group(2)
@@ -46,7 +46,7 @@ def parse_digest(text: str) -> tuple[str, str]:
 
 def is_digest(text: object) -> bool:
     """True when ``text`` is a well-formed digest string."""
-    return isinstance(text, str) and _DIGEST_RE.match(text) is not None
+    return isinstance(text, str) and _DIGEST_RE.fullmatch(text) is not None
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> tuple[Digest, int]:

@@ -115,7 +115,7 @@ def examine_line(line_no: int, raw: bytes, keys: Mapping[str, Ed25519PublicKey])
     if pub is not None and sig["alg"] in SIGNATURE_ALGORITHMS:
         try:
             value = base64.b64decode(sig["value"], validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII text where base64 belongs
             value = b""
         # b64decode ignores the unused low bits of the last character; only the canonical spelling
         # counts, or a changed character could leave the signature "valid".

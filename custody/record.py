@@ -66,7 +66,7 @@ def _bool(v: Any, path: str, out: Problems) -> None:
 
 def _regex(rx: re.Pattern[str], what: str) -> Check:
     def check(v: Any, path: str, out: Problems) -> None:
-        if not isinstance(v, str) or rx.match(v) is None:
+        if not isinstance(v, str) or rx.fullmatch(v) is None:
             out.append(f"{path}: {v!r} is not {what}")
 
     return check
@@ -95,7 +95,7 @@ def _digest(v: Any, path: str, out: Problems) -> None:
 
 def _file(v: Any, path: str, out: Problems) -> None:
     # Relative POSIX path under the spool's media/ folder; no "..", no absolute paths.
-    if not isinstance(v, str) or _FILE_RE.match(v) is None or ".." in v.split("/") or len(v) > 255:
+    if not isinstance(v, str) or _FILE_RE.fullmatch(v) is None or ".." in v.split("/") or len(v) > 255:
         out.append(f"{path}: {v!r} is not a relative media path (letters, digits, . _ - and /)")
 
 

@@ -62,7 +62,7 @@ class Spool:
         if not isinstance(meta, dict) or meta.get("format") != SPOOL_FORMAT:
             raise SpoolError(f"{manifest} does not declare format {SPOOL_FORMAT!r}")
         device = meta.get("device")
-        if not isinstance(device, str) or not DEVICE_ID_RE.match(device):
+        if not isinstance(device, str) or not DEVICE_ID_RE.fullmatch(device):
             raise SpoolError(f"{manifest} names no valid device id")
         return cls(root=root, device=device)
 

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from fieldproof.errors import FieldproofError
 
 # Subcommands, in the order `fieldproof --help` lists them. Only what is built is listed; the
-# dock and server are absent until their issues land (see README).
+# dock is absent until its issue lands (see README).
 COMPONENTS: tuple[str, ...] = (
     "custody.cli",  # verify
     "provisioning.cli",  # provision …
     "edge.config_cli",  # config check …
     "edge.recorder.cli",  # recorder run | record | ctl | recover
+    "server.cli",  # server migrate | ingest | api
     "fieldproof.demo",  # demo
 )
 

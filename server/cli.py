@@ -48,6 +48,8 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     return load_settings(
         data_dir=args.data_dir,
         database_url=args.database_url,

@@ -48,8 +48,9 @@ class ServerSettings(BaseSettings):
     mqtt_port: int = Field(default=8883, ge=1, le=65535)
     topic_prefix: str = DEFAULT_PREFIX
     share_group: str = "ingest"
-    #: MQTT v5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may have in flight to
-    #: this worker. Messages are acknowledged only after they are handled, so this is the flow control.
+    #: MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may have in flight to this worker
+    #: (messages are PUBACKed only once handled). Mosquitto 2.0.11 keeps to it only for the first window,
+    #: so the worker also bounds its backlog by bytes (server/ingest/worker.py).
     receive_maximum: int = Field(default=64, ge=1, le=65535)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=1, le=65535)

@@ -169,6 +169,14 @@ class DeviceRegistry:
             # this is damage an operator must look at. Try again on the next change.
             self._stamp = self._watched_stamp()
             log.error("cannot reload trust from %s, keeping the previous state: %s", self.ca_dir, exc)
+            # But never miss a revocation that revocations.json alone can tell (the earlier time wins).
+            try:
+                for device, at in self._read_revocations().items():
+                    if device not in self._revoked or at < self._revoked[device]:
+                        self._revoked[device] = at
+                self._judged.clear()
+            except (OSError, ValueError, KeyError, TypeError) as again:
+                log.error("cannot read %s either: %s", self.ca_dir / "revocations.json", again)
 
     # -- answers ---------------------------------------------------------------------------------
 
@@ -204,7 +212,13 @@ class DeviceRegistry:
             cert = self._certs.get(kid)
         if cert is None:
             return None
-        return self._evaluate(cert)
+        try:
+            return self._evaluate(cert)
+        except (ValueError, TypeError) as exc:
+            # A certificate from a message that parses but cannot be read through (a malformed name or
+            # extension) vouches for nothing.
+            log.warning("cannot evaluate the certificate for key %s: %s", kid, exc)
+            return None
 
     def _evaluate(self, cert: x509.Certificate) -> JudgedKey:
         assert self._trust is not None

@@ -222,15 +222,14 @@ def chain_position(*, session: Session, device: str) -> tuple[int, str | None]:
     return end + 1, last
 
 
-def pending_digests(*, session: Session, device: str, limit: int = 256) -> list[str]:
-    """Digests of the device's files still incomplete (for a ``have`` answer)."""
-    return list(
-        session.scalars(
-            select(Segment.digest)
-            .join(EvidenceFile, EvidenceFile.digest == Segment.digest)
-            .where(Segment.device == device, EvidenceFile.status == "pending")
-            .group_by(Segment.digest)
-            .order_by(func.min(Segment.seq))
-            .limit(limit)
-        )
+def pending_files(*, session: Session, device: str, limit: int = 256) -> list[tuple[str, int]]:
+    """(digest, size) of the device's files still incomplete, oldest first (for a ``have`` answer)."""
+    rows = session.execute(
+        select(Segment.digest, EvidenceFile.size)
+        .join(EvidenceFile, EvidenceFile.digest == Segment.digest)
+        .where(Segment.device == device, EvidenceFile.status == "pending")
+        .group_by(Segment.digest, EvidenceFile.size)
+        .order_by(func.min(Segment.seq))
+        .limit(limit)
     )
+    return [(d, n) for d, n in rows]

@@ -3,11 +3,14 @@ subscription, feeding a handler thread.
 
 paho's network thread only queues messages; the handler (fsync, database commits) runs on the worker's
 own thread, so the network loop never waits on a disk. Messages are acknowledged to the broker
-(``manual_ack``) only after they were handled and their answers published; with the Receive Maximum
-we announce at CONNECT, that bounds what the broker sends us before we finished — flow control
-instead of Mosquitto's silent drops past ``max_queued_messages``. If the process dies, what it had not
-acked is simply redelivered or resent by the dock (its outbox keeps everything until the server's
-signed ack), so nothing is lost and nothing is done twice (idempotent by (device, seq) and digest).
+(``manual_ack``) only after they were handled and their answers published. If the process dies, what
+it had not acked is resent by the dock (its outbox keeps everything until the server's signed ack), so
+nothing is lost and nothing is done twice (idempotent by (device, seq) and digest).
+
+Flow control: we announce a Receive Maximum at CONNECT, but Mosquitto 2.0.11 honours it only for the
+first window — measured: after each PUBACK it sends up to Receive Maximum more, so unacknowledged
+messages pile up. The worker therefore also bounds its backlog by bytes: past ``max_backlog_bytes``
+the network thread waits (TCP back-pressure on the broker) until the handler catches up.
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ from server.ingest.handler import IngestHandler
 
 log = logging.getLogger(__name__)
 
-#: QoS 0 messages (outside the protocol) are not bounded by Receive Maximum; past this many waiting,
-#: they are dropped rather than let memory grow.
-_QOS0_BACKLOG: Final = 1024
+#: Bytes of received messages waiting for the handler before the network thread waits.
+MAX_BACKLOG_BYTES: Final = 64 * 1024 * 1024
+#: The network thread waits at most this long at a time, so paho still answers keepalives between.
+_BACKLOG_WAIT: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,13 @@ class _Incoming:
 class IngestWorker:
     """One ingest worker process's MQTT side and handler loop."""
 
-    def __init__(self, settings: ServerSettings, *, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        client_id: str | None = None,
+        max_backlog_bytes: int = MAX_BACKLOG_BYTES,
+    ) -> None:
         ca_dir = settings.check_ca_dir()
         settings.check_data_dir()
         self.settings = settings
@@ -73,7 +83,10 @@ class IngestWorker:
         self.subscribed = threading.Event()
         self.handled = 0
         self._connection = 0
-        self._qos0_waiting = 0  # approximate (two threads, no lock): it only bounds a backlog
+        self.max_backlog_bytes = max_backlog_bytes
+        self.backlog_bytes = 0
+        self.peak_backlog_bytes = 0
+        self._backlog = threading.Condition()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, manual_ack=True
         )
@@ -120,11 +133,18 @@ class IngestWorker:
                 topic = msg._topic.decode("utf-8", "replace")
             props = getattr(msg.properties, "UserProperty", None) if msg.properties is not None else None
             item = _Incoming(topic, bytes(msg.payload), props, msg.qos, msg.mid, self._connection)
-            if msg.qos == 0:
-                if self._qos0_waiting >= _QOS0_BACKLOG:
-                    log.warning("dropping a QoS 0 message on %r: the protocol uses QoS 1", topic)
-                    return
-                self._qos0_waiting += 1
+            with self._backlog:
+                while self.backlog_bytes and self.backlog_bytes + len(item.payload) > self.max_backlog_bytes:
+                    if msg.qos == 0:  # outside the protocol: not worth holding the connection for
+                        log.warning("dropping a QoS 0 message on %r: the handler is behind", topic)
+                        return
+                    if not self._backlog.wait(_BACKLOG_WAIT):
+                        log.warning(
+                            "the handler is %d bytes behind; holding the broker back", self.backlog_bytes
+                        )
+                        break  # let paho breathe (keepalive); the next message waits again
+                self.backlog_bytes += len(item.payload)
+                self.peak_backlog_bytes = max(self.peak_backlog_bytes, self.backlog_bytes)
             self.queue.put(item)
         except Exception:  # a callback that raises would stop paho's loop
             log.exception("cannot queue a message")
@@ -137,9 +157,13 @@ class IngestWorker:
             item = self.queue.get(timeout=timeout)
         except queue.Empty:
             return False
-        if item.qos == 0:
-            self._qos0_waiting -= 1
-        for out in self.handler.handle(item.topic, item.payload, item.properties):
+        try:
+            answers = self.handler.handle(item.topic, item.payload, item.properties)
+        finally:
+            with self._backlog:
+                self.backlog_bytes -= len(item.payload)
+                self._backlog.notify_all()
+        for out in answers:
             # Published only now: handle() returned, so everything the answer claims is committed.
             info = self.client.publish(out.topic, out.payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:

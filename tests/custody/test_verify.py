@@ -287,3 +287,22 @@ def test_files_released_after_the_servers_ack_are_not_missing(fleet: Fleet, spoo
     writer.close()
     report = fleet.verify(spool_copy)
     assert report.all_sound, report.findings
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("sig", "签名"), ("time", "2026-11-26T08:00:00.000Z\n"), ("device", "REC-0001\n")],
+)
+def test_odd_text_is_reported_never_a_crash(fleet: Fleet, spool_copy: Path, field: str, value: str) -> None:
+    import rfc8785
+
+    ls = lines(spool_copy)
+    env = json.loads(ls[1])
+    if field == "sig":
+        env["sig"]["value"] = value
+    else:
+        env["record"][field] = value
+    ls[1] = rfc8785.dumps(env) + b"\n"
+    write_lines(spool_copy, ls)
+    report = fleet.verify(spool_copy)
+    assert {f.code for f in report.findings if f.line == 2} & {F.MALFORMED, F.BAD_SIGNATURE}

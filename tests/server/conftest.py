@@ -71,11 +71,31 @@ def postgres() -> Iterator[Postgres]:
     root = Path(tempfile.mkdtemp(prefix="fieldproof-pg-"))
     shutil.chown(root, "postgres", "postgres")
     port = free_port()
-    _pg(str(PG_BIN / "initdb"), "-D", f"{root}/data", "-U", "postgres", "-A", "trust", "-E", "UTF8",
-        "--locale=C.UTF-8", "-N")  # fmt: skip
+    _pg(
+        str(PG_BIN / "initdb"),
+        "-D",
+        f"{root}/data",
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--locale=C.UTF-8",
+        "-N",
+    )
     # fsync stays on: the tests check durability claims, and it costs little on this disk.
-    _pg(str(PG_BIN / "pg_ctl"), "-D", f"{root}/data", "-l", f"{root}/pg.log", "-w", "-o",
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200", "start")  # fmt: skip
+    _pg(
+        str(PG_BIN / "pg_ctl"),
+        "-D",
+        f"{root}/data",
+        "-l",
+        f"{root}/pg.log",
+        "-w",
+        "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200",
+        "start",
+    )
     try:
         yield Postgres(root, port)
     finally:
@@ -166,8 +186,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     base = tmp_path_factory.mktemp("server-fleet")
     ca, foreign = base / "ca", base / "foreign-ca"
     init_ca(ca)
-    for device, role in (("REC-0001", "recorder"), ("REC-0002", "recorder"), ("DOCK-01", "dock"),
-                         ("DOCK-02", "dock")):  # fmt: skip
+    for device, role in (
+        ("REC-0001", "recorder"),
+        ("REC-0002", "recorder"),
+        ("DOCK-01", "dock"),
+        ("DOCK-02", "dock"),
+    ):
         enroll(ca, device=device, role=role)
     init_ca(foreign)
     enroll(foreign, device="REC-0001", role="recorder")  # the same id as ours, another CA

@@ -4,6 +4,7 @@ docs/sync-protocol.md describes, and checks the signature of every answer it get
 from __future__ import annotations
 
 import json
+import queue
 import secrets
 import threading
 import time
@@ -90,7 +91,7 @@ class TestDock:
         while not self._stop.is_set():
             try:
                 msg = self.mqtt.messages.get(timeout=0.1)
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 continue
             with self._cond:
                 try:
@@ -181,7 +182,7 @@ class TestDock:
                 n = len(self.haves)
             self.publish("have", have_question(recorder))
             with self._cond:
-                if self._cond.wait_for(lambda: len(self.haves) > n, timeout=1.2):
+                if self._cond.wait_for(lambda n=n: len(self.haves) > n, timeout=1.2):
                     return self.haves[n]
         raise TimeoutError(f"no have answer for {recorder}")
 

@@ -1,0 +1,189 @@
+"""The local content-addressed store: write-once blobs, resumable offset-addressed staging, hash checks,
+and durability in the right order."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from server.errors import (
+    BlobNotFoundError,
+    BlobSizeError,
+    HashMismatchError,
+    IncompleteError,
+    NotStagedError,
+    StoreError,
+)
+from server.evidence.store import LocalBlobStore
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "store", tmp_path / "data" / "staging")
+
+
+def test_commit_makes_a_write_once_blob(store: LocalBlobStore, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    d = _digest(data)
+    store.begin(d, len(data))
+    store.write_at(d, 0, data)
+    assert not store.exists(d)
+    assert store.commit(d) == len(data)
+    path = tmp_path / "store" / store.key(d)
+    assert store.key(d) == f"{d[7:9]}/{d[9:11]}/{d[7:]}"
+    assert path.stat().st_mode & 0o777 == 0o444
+    with store.open(d) as f:
+        assert f.read() == data
+    assert (store.exists(d), store.size(d), store.received(d)) == (True, len(data), len(data))
+    before = path.stat()
+    # Committing again, announcing again, writing again: none of it touches the blob.
+    assert store.commit(d) == len(data)
+    store.begin(d, len(data))
+    store.write_at(d, 0, b"\0" * 10)
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (
+        before.st_ino,
+        before.st_mtime_ns,
+        before.st_size,
+    )
+    with pytest.raises(BlobSizeError):
+        store.begin(d, len(data) + 1)
+    assert not list((tmp_path / "data" / "staging").glob("[0-9a-f]*"))  # staging cleaned up
+
+
+def test_resume_offsets_out_of_order_duplicates_and_overlaps(store: LocalBlobStore, tmp_path: Path) -> None:
+    data = os.urandom(1000)
+    d = _digest(data)
+    store.begin(d, 1000)
+    store.begin(d, 1000)  # idempotent
+    assert store.received(d) == 0
+    store.write_at(d, 300, data[300:600])
+    assert store.received(d) == 0  # not contiguous from 0
+    store.write_at(d, 0, data[0:200])
+    assert store.received(d) == 200
+    store.write_at(d, 0, data[0:200])  # a resent chunk changes nothing
+    store.write_at(d, 100, data[100:350])  # overlaps both neighbours (another chunk size after a restart)
+    assert store.received(d) == 600
+    # A torn write (a temp file never renamed) is not counted; a restarted store sees the same state.
+    (tmp_path / "data" / "staging" / d[7:] / ".0000000000600.0000000400.abcd.tmp").write_bytes(data[600:])
+    again = LocalBlobStore(tmp_path / "store", tmp_path / "data" / "staging")
+    assert again.received(d) == 600
+    with pytest.raises(IncompleteError):
+        again.commit(d)
+    again.write_at(d, 600, data[600:])
+    assert again.commit(d) == 1000
+    with again.open(d) as f:
+        assert f.read() == data
+
+
+def test_hash_mismatch_is_refused_and_staging_discarded(store: LocalBlobStore) -> None:
+    data = os.urandom(5000)
+    d = _digest(data)
+    store.begin(d, len(data))
+    store.write_at(d, 0, data[:2500])
+    store.write_at(d, 2500, bytes([data[2500] ^ 0xFF]) + data[2501:])
+    with pytest.raises(HashMismatchError) as exc:
+        store.commit(d)
+    assert exc.value.actual != d
+    assert not store.exists(d)
+    assert store.received(d) == 0
+    with pytest.raises(NotStagedError):
+        store.write_at(d, 0, data)  # must be announced again
+    store.begin(d, len(data))
+    store.write_at(d, 0, data)
+    assert store.commit(d) == len(data)
+
+
+def test_refusals(store: LocalBlobStore) -> None:
+    d = _digest(b"abc")
+    with pytest.raises(NotStagedError):
+        store.write_at(d, 0, b"abc")
+    store.begin(d, 3)
+    with pytest.raises(BlobSizeError):
+        store.write_at(d, 2, b"bc")
+    with pytest.raises(BlobSizeError):
+        store.begin(d, 4)
+    with pytest.raises(StoreError):
+        store.begin("sha256:" + "A" * 64, 3)
+    with pytest.raises(StoreError):
+        store.begin("sha256:" + "a" * 64 + "\n", 3)
+    with pytest.raises(BlobNotFoundError):
+        store.open(d)
+    empty = _digest(b"")
+    store.begin(empty, 0)
+    assert store.received(empty) == 0
+    assert store.commit(empty) == 0  # an empty (e.g. recovered) file is a blob like any other
+
+
+def test_two_workers_committing_the_same_blob(store: LocalBlobStore, tmp_path: Path) -> None:
+    data = os.urandom(2_000_000)
+    d = _digest(data)
+    store.begin(d, len(data))
+    for off in range(0, len(data), 250_000):
+        store.write_at(d, off, data[off : off + 250_000])
+    other = LocalBlobStore(tmp_path / "store", tmp_path / "data" / "staging")
+    results: list[int | BaseException] = []
+
+    def commit(s: LocalBlobStore) -> None:
+        try:
+            results.append(s.commit(d))
+        except BaseException as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=commit, args=(s,)) for s in (store, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [len(data), len(data)]
+    assert [p.name for p in (tmp_path / "store").rglob("*") if p.is_file()] == [d[7:]]
+
+
+def test_durability_order(store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk counts only after its bytes and its name are on disk; a blob is linked only after its
+    bytes are on disk, and commit returns only after the link is."""
+    calls: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object) -> None:
+        calls.append(("rename", str(dst)))
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    def link(src: object, dst: object) -> None:
+        calls.append(("link", str(dst)))
+        real_link(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "link", link)
+    data = os.urandom(10_000)
+    d = _digest(data)
+    store.begin(d, len(data))
+    calls.clear()
+    store.write_at(d, 0, data)
+    part = str(store.staging / d[7:] / f"{0:013d}.{len(data):010d}")
+    names = [c[0] for c in calls]
+    assert names == ["fsync", "rename", "fsync"], calls
+    assert calls[0][1].startswith(str(store.staging / d[7:] / "."))  # the temp file's bytes first
+    assert calls[1] == ("rename", part)
+    assert calls[2] == ("fsync", str(store.staging / d[7:]))  # then the directory entry
+
+    calls.clear()
+    store.commit(d)
+    final = str(store.root / store.key(d))
+    i_link = calls.index(("link", final))
+    file_syncs = [c for c in calls[:i_link] if c[0] == "fsync" and Path(c[1]).name.startswith(f".{d[7:]}.")]
+    assert file_syncs, calls  # the assembled bytes were synced before the name appeared
+    assert ("fsync", str(Path(final).parent)) in calls[i_link + 1 :]  # and the name after
