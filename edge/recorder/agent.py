@@ -476,9 +476,11 @@ class RecorderAgent:
             f"recording stopped: {free // _MB} MB free on the spool, below the reserve of "
             f"{self.config.spool.reserve_mb} MB"
         )
+        self.stop_reason = reason  # known before the recording ends, so whoever waits on it sees why
         try:
             self.stop_recording()
         except RecorderError:
+            self.stop_reason = ""
             return  # stopped meanwhile by the button
         with self._lock:
             assert self.spool is not None
@@ -492,4 +494,3 @@ class RecorderAgent:
                     "to": None,
                 },
             )
-            self.stop_reason = reason

@@ -101,8 +101,8 @@ def _record(args: argparse.Namespace) -> int:
     print(f"recorded {recording}: {status['segments_sealed']} segment(s) into {agent.root}")
     if agent.recovered:
         print(f"recovered after a crash: {', '.join(x.name for x in agent.recovered)}")
-    if status["stop_reason"]:
-        print(f"stopped early: {status['stop_reason']}")
+    if agent.stop_reason:  # read after close(): the space monitor has chained its gap record by then
+        print(f"stopped early: {agent.stop_reason}")
     return 0
 
 
