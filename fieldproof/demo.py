@@ -66,7 +66,7 @@ def _record(
 
 def run(args: argparse.Namespace) -> int:
     """Run the demonstration; exit 0 when every step showed what it should."""
-    out: Path = args.out
+    out: Path = args.out.resolve()
     if out.exists():
         shutil.rmtree(out)  # the demo's own folder: a fresh fleet every run
     ca = out / "ca"
