@@ -58,8 +58,8 @@ def synthetic_recorder_config(
             "audio": {"source": {"type": "synthetic", "frequency_hz": 440} if audio else {"type": "none"}},
             "pre_event": {"seconds": pre_event_seconds, "include_audio": False},
             "location": {"source": location or {"type": "none"}},
-            "spool": {"dir": str(spool), **(spool_limits or {})},
-            "control": {"socket": str(socket)},
+            "spool": {"dir": str(spool.resolve()), **(spool_limits or {})},
+            "control": {"socket": str(socket.resolve())},
         },
     )
     data = _merge(data, changes)
