@@ -136,5 +136,6 @@ def run(args: argparse.Namespace) -> int:
         f"   Check it yourself: fieldproof verify {spool_dir} --ca {ca / 'root-ca.pem'} "
         f"--certs {ca / 'ca-chain.pem'} --crl {ca / 'crl.pem'}"
     )
-    print("   Not built yet: the dock, MQTT sync and the case-file server (see README).")
+    print("   Not built yet: the dock (so this demo does not yet sync to the server's ingest over MQTT)")
+    print("   and the case file (see README).")
     return 0 if ok else 1
