@@ -156,11 +156,13 @@ class RecorderAgent:
             self._stop_monitor.set()
             if self._monitor is not None:
                 self._monitor.join(timeout=5)
-            if self.pipeline is not None:
-                self.pipeline.close()
-            self.location.stop()
-            if self.spool is not None:
-                self.spool.close()
+            try:
+                if self.pipeline is not None:
+                    self.pipeline.close()  # raises if capture failed; the journal still closes below
+            finally:
+                self.location.stop()
+                if self.spool is not None:
+                    self.spool.close()
 
     def _read_chain(self) -> tuple[int, set[str]]:
         # One pass over the journal: how many boots so far, and which media files are chained.

@@ -1,0 +1,1 @@
+"""Tests of the capture pipeline: sources, stamp, encoders, segments, pre-event ring."""
