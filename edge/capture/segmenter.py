@@ -21,7 +21,13 @@ from edge.capture.encoder import EncodedPacket, Encoders
 from edge.capture.errors import CaptureError
 from edge.capture.ring import MAX_PRE_EVENT_S
 
-MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+# A fragment at every keyframe and at least every half second: a crash loses at most the fragment
+# being written, so half a second of footage plus what was still in flight, not a whole GOP.
+MP4_OPTIONS = {
+    "movflags": "frag_keyframe+empty_moov+default_base_moof",
+    "frag_duration": "500000",
+    "flush_packets": "1",
+}
 # If audio stops arriving (a microphone gone), a segment waiting for it is sealed anyway after this.
 AUDIO_GRACE_S = 2.0
 _EPS = 1e-6

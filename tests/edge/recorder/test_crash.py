@@ -79,9 +79,9 @@ def test_kill_9_while_recording(make_recorder: Any, recorder_ca: Path) -> None:
     assert sum(r["kind"] == "boot" for r in recs) == RUNS * 2  # the recording's boot and recovery's boot
     assert recovered_total >= RUNS
     assert losses, "no interrupted segment was measured"
-    # All but at most its last second (one GOP) — plus the encoder's and writer's latency, measured here.
+    # All but at most its last second (fragments are at most half a second long, plus what was in flight).
     print(
         f"crash campaign: {RUNS} kills, {recovered_total} recovered; footage lost per kill: "
         f"max {max(losses):.2f} s, median {sorted(losses)[len(losses) // 2]:.2f} s"
     )
-    assert max(losses) <= 1.5, losses
+    assert max(losses) <= 1.0, losses
