@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from fieldproof.errors import FieldproofError
 
 # Subcommands, in the order `fieldproof --help` lists them. Only what is built is listed; the
-# dock is absent until its issue lands (see README).
+# the case file is absent until its issue lands (see README).
 COMPONENTS: tuple[str, ...] = (
     "custody.cli",  # verify
     "provisioning.cli",  # provision …
     "edge.config_cli",  # config check …
     "edge.recorder.cli",  # recorder run | record | ctl | recover
     "server.cli",  # server migrate | ingest | api
+    "edge.dock.cli",  # dock run | sync-once
     "fieldproof.demo",  # demo
 )
 
