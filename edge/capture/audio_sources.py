@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,20 +24,20 @@ def _layout(channels: int) -> str:
     return "mono" if channels == 1 else "stereo"
 
 
-class AudioSource:
+class AudioSource(ABC):
     """What the pipeline takes audio from."""
 
     rate: int
     channels: int
 
-    def begin(self) -> None:
+    def begin(self) -> None:  # noqa: B027 — an optional hook; most sources need no start signal
         """The first video frame has arrived: sample 0 of the timeline is now."""
 
+    @abstractmethod
     def frames_until(self, seconds: float) -> Iterator[Any]:
         """The frames ending at or before ``seconds`` on the timeline that are available now."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 — an optional hook; nothing to release by default
         """Release the device."""
 
 

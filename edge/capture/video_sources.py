@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,16 +28,16 @@ class CapturedFrame:
     slot: int = 0  # its place on the pipeline's timeline: round(t × fps), set by the feed
 
 
-class VideoSource:
+class VideoSource(ABC):
     """What the pipeline reads frames from; ``frames()`` runs on the feed's own thread."""
 
     live: bool = True  # paced by a clock: the feed drops a frame when the pipeline is behind
 
+    @abstractmethod
     def frames(self) -> Iterator[CapturedFrame]:
         """Frames as they are captured, until the source ends."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 — an optional hook; nothing to release by default
         """Release the device or file."""
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import threading
 from pathlib import Path
@@ -14,28 +13,8 @@ import pytest
 from edge.capture.api import SegmentFile, SegmentOpened, Stamp
 from edge.capture.pipeline import CapturePipeline
 from edge.config import load_recorder_config
+from tests.edge.capture.helpers import ffprobe
 from tests.edge.recorder.conftest import fieldproof, records, verify
-
-
-def probe(path: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_packets",
-            "-show_format",
-            "-of",
-            "json",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return json.loads(out.stdout)
 
 
 def test_a_60_second_recording_is_valid_segment_by_segment(make_recorder: Any, recorder_ca: Path) -> None:
@@ -48,7 +27,7 @@ def test_a_60_second_recording_is_valid_segment_by_segment(make_recorder: Any, r
     frame = 1 / 30
     for body in segs:
         path = spool / "media" / body["file"]
-        info = probe(path)
+        info = ffprobe(path)
         codecs = sorted(s["codec_name"] for s in info["streams"])
         assert codecs == ["aac", "h264"], path
         video = [p for p in info["packets"] if p["codec_type"] == "video"]
