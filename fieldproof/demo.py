@@ -1,15 +1,22 @@
 """``fieldproof demo``: the main job as far as it is built.
 
-Today: provision a fleet, enrol recorders, record with the recorder agent (synthetic camera and
-microphone: there are none here), verify the spool, tamper with a copy and show the report finding it,
-and show a revoked device's later records flagged. The dock → MQTT → server path joins as it lands.
+Provision a fleet; start Mosquitto (mTLS, ACL, CRL), the ingest and the API on the embedded defaults
+(SQLite, the local store); record with the recorder agent (synthetic camera and microphone: there are
+none here); verify the spool, tamper with a copy and show the report finding it; dock the recorder —
+clock set and signed over the serial control link, every record and file over MQTT to the ingest,
+freed on the recorder only after the server's signed acks — and print what was filed; revoke a device
+and show its later records flagged by the verifier and refused by the server.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
+import subprocess
 import time
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +25,18 @@ from custody.report import render_text
 from custody.spool import JOURNAL, MEDIA, Spool
 from custody.trust import TrustStore
 from custody.verify import ChainReport, ChainVerifier
-from provisioning import enroll, init_ca, revoke
+from fieldproof.durable import write_file
+from fieldproof.services import (
+    Service,
+    ServiceError,
+    Services,
+    fieldproof_command,
+    free_port,
+    mosquitto,
+    server_env,
+)
+from provisioning import enroll, init_ca, revoke, write_broker_config
+from provisioning.toml_writer import dumps
 
 
 def add_parser(subparsers: Any) -> None:
@@ -38,30 +56,113 @@ def _step(n: int, text: str) -> None:
     print(f"\n== {n}. {text}")
 
 
-def _record(
-    bundle: Path, out: Path, *, seconds: float, pre_roll: float, marks: tuple[str, ...] = (), **context: str
-) -> Path:
-    """Record with the real recorder agent (synthetic camera and microphone, as fast as it can go)."""
-    from edge.config import load_recorder_config
-    from edge.recorder.agent import RecorderAgent
-    from edge.recorder.synthetic import synthetic_recorder_config
+class _Recorder:
+    """The real recorder agent (synthetic camera and microphone, as fast as it can go), its serial
+    control link on one end of a pty pair (the USB CDC-ACM gadget on a real recorder); the dock gets the
+    other end."""
 
-    spool = out / f"spool-{bundle.name}"
-    cfg = synthetic_recorder_config(
-        bundle, spool=spool, socket=out / f"{bundle.name}.sock", segment_seconds=4, pre_event_seconds=3
-    )
-    agent = RecorderAgent(config=load_recorder_config(cfg), config_label=cfg.name, realtime=False)
-    agent.open()
-    try:
-        agent.set_context(**context)
-        agent.wait_media(pre_roll)
-        agent.start_recording()
+    def __init__(self, bundle: Path, out: Path) -> None:
+        self.bundle, self.out = bundle, out
+        self.spool = out / f"spool-{bundle.name}"
+        self.socat: subprocess.Popen[bytes] | None = None
+        self.dock_port: str | None = None
+        self.agent: Any = None
+
+    def __enter__(self) -> _Recorder:
+        from edge.config import load_recorder_config
+        from edge.recorder.agent import RecorderAgent
+        from edge.recorder.synthetic import synthetic_recorder_config
+
+        socat = shutil.which("socat")
+        changes: dict[str, Any] = {}
+        if socat is not None:
+            a, b = self.out / f"{self.bundle.name}-link", self.out / f"{self.bundle.name}-link-dock"
+            self.socat = subprocess.Popen(
+                [socat, f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 5
+            while not (a.exists() and b.exists()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if a.exists() and b.exists():
+                changes["link"] = {"port": str(a)}
+                self.dock_port = str(b)
+        cfg = synthetic_recorder_config(
+            self.bundle,
+            spool=self.spool,
+            socket=self.out / f"{self.bundle.name}.sock",
+            segment_seconds=4,
+            pre_event_seconds=3,
+            **changes,
+        )
+        self.agent = RecorderAgent(config=load_recorder_config(cfg), config_label=cfg.name, realtime=False)
+        self.agent.open()
+        return self
+
+    def record(self, *, seconds: float, pre_roll: float, marks: tuple[str, ...] = (), **context: str) -> Path:
+        self.agent.set_context(**context)
+        self.agent.wait_media(pre_roll)
+        self.agent.start_recording()
         for label in marks:
-            agent.mark(label)
-        agent.stop_recording(after=seconds)
-    finally:
-        agent.close()
-    return spool
+            self.agent.mark(label)
+        self.agent.stop_recording(after=seconds)
+        return self.spool
+
+    def __exit__(self, *exc: object) -> None:
+        if self.agent is not None:
+            self.agent.close()
+        if self.socat is not None:
+            self.socat.terminate()
+            self.socat.wait(timeout=10)
+
+
+def _dock_toml(out: Path, bundle: Path, *, port: int) -> Path:
+    """The dock's own config, from its bundle, pointed at the local broker and the demo's folders."""
+    data = tomllib.loads((bundle / "dock.toml").read_text("utf-8"))
+    data["mount_dir"] = str(out / "dock" / "media")
+    data["mqtt"]["brokers"] = [f"127.0.0.1:{port}"]
+    for name in ("ca", "cert", "key"):
+        data["mqtt"]["tls"][name] = str(bundle / data["mqtt"]["tls"][name])
+    data["outbox"]["path"] = str(out / "dock" / "outbox.sqlite")
+    data["sync"]["server_cert"] = str(bundle / data["sync"]["server_cert"])
+    path = out / "dock" / "dock.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file(path, dumps(data).encode("utf-8"))
+    return path
+
+
+def _sync_once(dock_toml: Path, spool: Path, *, link: str | None, log: Path) -> tuple[int, dict[str, Any]]:
+    """``fieldproof dock sync-once`` as the dock service would run it; its exit code and summary."""
+    argv = [*fieldproof_command(), "dock", "sync-once", "--config", str(dock_toml), "--spool", str(spool)]
+    argv += ["--timeout", "300", "--retry-max", "5", "-v"]
+    if link:
+        argv += ["--link", link]
+    with open(log, "ab") as err:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, timeout=400, check=False)
+    try:
+        summary: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        raise ServiceError(f"the dock printed no summary (exit {done.returncode}); see {log}") from None
+    return done.returncode, summary
+
+
+def _segments(api: str, device: str) -> list[dict[str, Any]]:
+    import httpx
+
+    r = httpx.get(f"{api}/api/v1/devices/{device}/segments", timeout=10)
+    r.raise_for_status()
+    rows: list[dict[str, Any]] = r.json()
+    return rows
+
+
+def _print_filed(rows: list[dict[str, Any]]) -> None:
+    print(f"   {'seq':>4}  {'status':<8} {'size':>9}  {'sha256':<20} {'recording':<10} {'#':>2}  case number")
+    for r in rows:
+        print(
+            f"   {r['seq']:>4}  {r['status']:<8} {r['size']:>9}  {r['sha256'][:20]:<20} "
+            f"{r['recording'][:10]:<10} {r['index']:>2}  {r['case_number']}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +170,11 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out.resolve()
     if out.exists():
         shutil.rmtree(out)  # the demo's own folder: a fresh fleet every run
+    with Services() as services:
+        return _run(args, out, services)
+
+
+def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
     ca = out / "ca"
     _step(1, f"Provision the fleet CA in {ca}")
     init_ca(ca)
@@ -76,66 +182,141 @@ def run(args: argparse.Namespace) -> int:
     for device, role in (("REC-0001", "recorder"), ("REC-0002", "recorder"), ("DOCK-01", "dock")):
         print(f"   {device}: {enroll(ca, device=device, role=role)}")
 
+    mqtt_port, api_port = free_port(), free_port()
+    server_dir = out / "server"
+    logs = out / "logs"
+    _step(3, "Start the server side: Mosquitto (mutual TLS, per-device ACL, CRL), ingest, API")
+    conf = write_broker_config(ca, out=out / "broker", port=mqtt_port)
+    services.start(mosquitto(conf, port=mqtt_port, log=logs / "mosquitto.log"))
+    env = server_env(data_dir=server_dir, ca_dir=ca, mqtt_port=mqtt_port, api_port=api_port)
+    migrate = subprocess.run(
+        [*fieldproof_command(), "server", "migrate"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    if migrate.returncode != 0:
+        raise ServiceError(f"fieldproof server migrate failed: {migrate.stderr.strip()}")
+    services.start(
+        Service("ingest", [*fieldproof_command(), "server", "ingest"], logs / "ingest.log", env=env),
+        ready="subscribing to",
+    )
+    services.start(
+        Service("api", [*fieldproof_command(), "server", "api"], logs / "api.log", port=api_port, env=env)
+    )
+    api = f"http://127.0.0.1:{api_port}"
+    print(f"   broker 127.0.0.1:{mqtt_port} (mTLS), database {server_dir / 'fieldproof.db'}, API {api}")
+    print(f"   logs in {logs}")
+
     _step(
-        3,
+        4,
         f"REC-0001 records {args.seconds:g} s with 3 s of pre-event footage (synthetic camera and "
         "microphone; H.264/AAC fMP4 segments of 4 s, stamped, hashed, signed, chained)",
     )
-    spool_dir = _record(
-        ca / "devices" / "REC-0001",
-        out,
-        seconds=args.seconds,
-        pre_roll=4,
-        marks=("show-credentials", "inform-rights"),
-        officer="12010019001",
-        case="津人社监察〔2026〕17号",
-        subject="91120116MA05JQ2X4U",
-        matter="CF-02",
-        scene="onsite-inspection",
-        proof="用人单位违反劳务派遣规定的现场情况",
+    with _Recorder(ca / "devices" / "REC-0001", out) as rec:
+        spool_dir = rec.record(
+            seconds=args.seconds,
+            pre_roll=4,
+            marks=("show-credentials", "inform-rights"),
+            officer="12010019001",
+            case="津人社监察〔2026〕17号",
+            subject="91120116MA05JQ2X4U",
+            matter="CF-02",
+            scene="onsite-inspection",
+            proof="用人单位违反劳务派遣规定的现场情况",
+        )
+        media_before = sorted(p.name for p in (spool_dir / MEDIA).rglob("*") if p.is_file())
+        lines = (spool_dir / JOURNAL).read_bytes().splitlines()
+        print(f"   {len(lines)} records in {spool_dir / JOURNAL}; {len(media_before)} segment files")
+
+        _step(5, "Verify the spool against the fleet root")
+        report = _verify(ca, spool_dir)
+        print(render_text(report))
+
+        tampered = out / "spool-REC-0001-tampered"
+        _step(6, f"Tamper with a copy ({tampered}): change one byte of a clip, delete one record")
+        shutil.copytree(spool_dir, tampered)
+        clip = sorted((tampered / MEDIA).rglob("*.mp4"))[0]
+        data = bytearray(clip.read_bytes())
+        data[len(data) // 2] ^= 0x20
+        clip.write_bytes(bytes(data))
+        journal = (tampered / JOURNAL).read_bytes().splitlines(keepends=True)
+        del journal[2]
+        (tampered / JOURNAL).write_bytes(b"".join(journal))
+        bad = _verify(ca, tampered)
+        print(render_text(bad))
+
+        dock_toml = _dock_toml(out, ca / "devices" / "DOCK-01", port=mqtt_port)
+        _step(
+            7,
+            "Dock REC-0001 at DOCK-01: the dock verifies the chain, sets the clock over the control link "
+            "(a signed clock record), sends every record and file over MQTT; ingest checks signature, "
+            "chain and hash, stores, commits and only then acks, signed; the recorder frees only acked files",
+        )
+        code, summary = _sync_once(dock_toml, spool_dir, link=rec.dock_port, log=logs / "dock.log")
+        print(f"   dock exit {code}; outbox states {summary['states']}; clock {summary.get('clock')}")
+        print(f"   files freed on the recorder after the server's signed acks: {len(summary['released'])}")
+    filed = _segments(api, "REC-0001")
+    _step(8, f"What the server filed for REC-0001 ({api}/api/v1/devices/REC-0001/segments)")
+    _print_filed(filed)
+    left = sorted(p.name for p in (spool_dir / MEDIA).rglob("*") if p.is_file())
+    after = _verify(ca, spool_dir)
+    print(
+        f"   recorder spool: {len(media_before)} segment files before docking, {len(left)} after; "
+        f"its chain now {'ALL SOUND' if after.all_sound else 'HAS FINDINGS: ' + ', '.join(sorted(after.codes()))}"
     )
-    lines = (spool_dir / JOURNAL).read_bytes().splitlines()
-    print(f"   {len(lines)} records in {spool_dir / JOURNAL}; segments in {spool_dir / MEDIA}")
 
-    _step(4, "Verify the spool against the fleet root")
-    report = _verify(ca, spool_dir)
-    print(render_text(report))
-
-    tampered = out / "spool-REC-0001-tampered"
-    _step(5, f"Tamper with a copy ({tampered}): change one byte of a clip, delete one record")
-    shutil.copytree(spool_dir, tampered)
-    clip = sorted((tampered / MEDIA).rglob("*.mp4"))[0]
-    data = bytearray(clip.read_bytes())
-    data[len(data) // 2] ^= 0x20
-    clip.write_bytes(bytes(data))
-    journal = (tampered / JOURNAL).read_bytes().splitlines(keepends=True)
-    del journal[2]
-    (tampered / JOURNAL).write_bytes(b"".join(journal))
-    bad = _verify(ca, tampered)
-    print(render_text(bad))
-
-    _step(6, "REC-0002 records twice; it is then reported lost between the two, and IT revokes it as of then")
+    _step(9, "REC-0002 records twice; it is then reported lost between the two, and IT revokes it as of then")
     b2 = ca / "devices" / "REC-0002"
-    stolen = _record(b2, out, seconds=4, pre_roll=0, officer="12010019002")
-    time.sleep(1.2)  # CRL times have whole seconds
-    revoked_at = datetime.now(UTC).replace(microsecond=0)
-    time.sleep(1.2)
-    _record(b2, out, seconds=4, pre_roll=0, officer="12010019002")
+    with _Recorder(b2, out) as rec2:
+        stolen = rec2.record(seconds=4, pre_roll=0, officer="12010019002")
+        time.sleep(1.2)  # CRL times have whole seconds
+        revoked_at = datetime.now(UTC).replace(microsecond=0)
+        time.sleep(1.2)
+        rec2.record(seconds=4, pre_roll=0, officer="12010019002")
     revoke(ca, device="REC-0002", at=revoked_at, reason="keyCompromise")
     print(f"   revoked as of {revoked_at.isoformat()}")
     rev = _verify(ca, stolen)
     print(render_text(rev))
+    code2, summary2 = _sync_once(dock_toml, stolen, link=None, log=logs / "dock.log")
+    print(
+        f"   docked anyway: dock exit {code2}; outbox states {summary2['states']}; the server refused "
+        f"{len(summary2['rejected'])} records:"
+    )
+    for r in summary2["rejected"][:3]:
+        print(f"     seq {r['seq']}: {r['reason']}")
 
-    ok = report.all_sound and not bad.all_sound and not rev.all_sound
-    _step(7, "Summary")
+    stored = [r for r in filed if r["status"] == "stored"]
+    segments_in_chain = sum(1 for line in lines if b'"kind":"segment"' in line)
+    ok = (
+        report.all_sound
+        and not bad.all_sound
+        and not rev.all_sound
+        and code == 0
+        and len(stored) == segments_in_chain == len(media_before)
+        and not left
+        and after.all_sound
+        and code2 == 1
+        and summary2["rejected"]
+        and all(r["reason"].startswith("revoked") for r in summary2["rejected"])
+    )
+    _step(10, "Summary")
     print(
         f"   sound spool: {'ALL SOUND' if report.all_sound else 'FINDINGS'}; tampered copy: "
         f"{', '.join(sorted(bad.codes()))}; revoked device: {', '.join(sorted(rev.codes()))}"
     )
     print(
-        f"   Check it yourself: fieldproof verify {spool_dir} --ca {ca / 'root-ca.pem'} "
+        f"   filed: {len(stored)} of {segments_in_chain} segments of REC-0001 stored and verified; "
+        f"{len(left)} left on the recorder; REC-0002's records after its revocation refused"
+    )
+    print(
+        f"   Check the spool yourself: fieldproof verify {spool_dir} --ca {ca / 'root-ca.pem'} "
         f"--certs {ca / 'ca-chain.pem'} --crl {ca / 'crl.pem'}"
     )
-    print("   Not built yet: the dock (so this demo does not yet sync to the server's ingest over MQTT)")
-    print("   and the case file (see README).")
+    print(
+        f"   Serve what was filed: FIELDPROOF_DATA_DIR={server_dir} fieldproof server api "
+        f"--port {api_port}  → {api}/api/v1/devices/REC-0001/segments"
+    )
+    print("   Not built yet: the case file and its pages (see README).")
+    print(f"\n{'DEMO OK' if ok else 'DEMO FAILED: a step did not show what it should (see above)'}")
     return 0 if ok else 1

@@ -1,5 +1,11 @@
 """The device's config file, made from the example in firmware-config/ with its id and certificate paths.
 
+Every file of the bundle a config refers to is filled in, so a freshly enrolled bundle works without
+hand edits: the TLS identity, the signing identity and fleet CA chain, and the server's signing
+certificate (``server-signing.pem``: a recorder's ``[signing] server_cert``, a dock's ``[sync]
+server_cert``), against which devices check the acks before footage is freed. A recorder also gets a
+``[link]`` (the control link on its USB gadget) when the example has none.
+
 The substitution works on the parsed TOML, not on text: the example's comments are lost, but a key
 can never be half-replaced or matched inside a comment. Paths are written relative to the config
 file (the loaders in ``edge.config`` resolve them against the file's directory), so the bundle works
@@ -20,6 +26,7 @@ from fieldproof.errors import FieldproofError
 from provisioning.errors import ProvisioningError
 from provisioning.layout import (
     BUNDLE_CHAIN,
+    BUNDLE_SERVER_SIGNING,
     SIGNING_CERT,
     SIGNING_KEY,
     TLS_CERT,
@@ -34,11 +41,25 @@ _HERE = Path(__file__).resolve().parent
 _EXAMPLE_DIRS = (_HERE.parent / "firmware-config", _HERE / "_firmware_config")
 
 #: Files of the bundle by the table that names them: ``[… .tls]`` is the MQTT client identity,
-#: ``[… .signing]`` the evidence-signing identity.
+#: ``[… .signing]`` the evidence-signing identity, ``[sync]`` the dock's sending to the server.
 _TABLE_FILES: dict[str, dict[str, str]] = {
     "tls": {"ca": BUNDLE_CHAIN, "cert": TLS_CERT, "key": TLS_KEY},
-    "signing": {"cert": SIGNING_CERT, "key": SIGNING_KEY},
+    "signing": {
+        "cert": SIGNING_CERT,
+        "key": SIGNING_KEY,
+        "ca_chain": BUNDLE_CHAIN,
+        "server_cert": BUNDLE_SERVER_SIGNING,
+    },
+    "sync": {"server_cert": BUNDLE_SERVER_SIGNING},
 }
+#: Per role, the bundle files a config must name even when the example leaves them out: without the
+#: server's signing certificate no ack could be checked, and no footage ever freed.
+_REQUIRED_FILES: dict[str, dict[str, dict[str, str]]] = {
+    "recorder": {"signing": _TABLE_FILES["signing"]},
+    "dock": {"sync": _TABLE_FILES["sync"]},
+}
+#: The recorder's end of the control link on a recorder image: the USB CDC-ACM gadget's tty.
+RECORDER_LINK: dict[str, Any] = {"enabled": True, "port": "/dev/ttyGS0"}
 #: Flat keys some configs use instead of a table.
 _FLAT_FILES: dict[str, str] = {
     "tls_ca": BUNDLE_CHAIN,
@@ -60,8 +81,12 @@ def example_path(role: str) -> Path:
     )
 
 
-def render(example: dict[str, Any], *, device: str) -> dict[str, Any]:
-    """The example's data with the device id and the bundle's certificate file names put in."""
+def render(example: dict[str, Any], *, device: str, role: str | None = None) -> dict[str, Any]:
+    """The example's data with the device id and the bundle's certificate file names put in.
+
+    With ``role``, the files that role's config must name are filled in even where the example leaves
+    them out, and a recorder without a ``[link]`` table gets one (an example's ``[link]`` is kept).
+    """
     if "device_id" not in example:
         raise ProvisioningError(
             "the example config has no top-level device_id; firmware-config/ and provisioning disagree"
@@ -69,6 +94,13 @@ def render(example: dict[str, Any], *, device: str) -> dict[str, Any]:
     data = copy.deepcopy(example)
     data["device_id"] = device
     _substitute_paths(data)
+    for table, files in _REQUIRED_FILES.get(role or "", {}).items():
+        section = data.setdefault(table, {})
+        if not isinstance(section, dict):
+            raise ProvisioningError(f"the example config's {table!r} is not a table")
+        section.update(files)
+    if role == "recorder":
+        data.setdefault("link", dict(RECORDER_LINK))
     return data
 
 
@@ -120,7 +152,7 @@ def build_device_config(*, device: str, role: str) -> DeviceConfigFiles:
         data = tomllib.loads(example.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ProvisioningError(f"{example} is not valid TOML ({exc})") from None
-    rendered = render(data, device=device)
+    rendered = render(data, device=device, role=role)
     extras: dict[str, bytes] = {}
     # A policy file named relative to the example travels with the bundle, so the relative path
     # still points at it after the bundle is installed.

@@ -1,4 +1,4 @@
-"""The dock's settings (dock.toml): where spools appear, the control link, MQTT brokers, outbox, clock."""
+"""The dock's settings (dock.toml): where spools appear, the control link, MQTT brokers, sync, outbox, clock."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pydantic import (
     Field,
     StrictInt,
     StrictStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -24,12 +25,15 @@ from edge.config.base import (
 
 # -- dock --------------------------------------------------------------------------------------
 
+#: Baud rates of the control link, on both ends (a CDC-ACM gadget ignores the rate; a real UART does not).
+SerialBaud = Literal[9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600]
+
 
 class SerialConfig(_Config):
     """The serial control links to docked recorders (USB CDC-ACM, named by the udev rule)."""
 
     ports: StrictStr = Field(default="/dev/fieldproof-ctl-*", pattern=r"^/dev/")
-    baud: Literal[9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600] = 115200
+    baud: SerialBaud = 115200
 
 
 class MqttTlsConfig(_Config):
@@ -114,6 +118,61 @@ class DockClockConfig(_Config):
     max_set_offset_ms: StrictInt = Field(default=2000, ge=1, le=86_400_000)
 
 
+#: The most records awaiting the server's answer per recorder (docs/sync-protocol.md §5, "window").
+MAX_WINDOW: Final = 16
+#: Unacknowledged chunk bytes per recorder: paho holds each one in memory until the broker's PUBACK.
+MAX_CHUNK_BYTES_IN_FLIGHT: Final = 64 * 1024 * 1024
+SERVER_CERT_NAME: Final = "server-signing.pem"
+
+
+class SyncConfig(_Config):
+    """How the dock sends to the server, and the certificate it checks the server's signed acks with."""
+
+    # The server's ack-signing certificate. Not written: server-signing.pem beside this file, else
+    # beside [mqtt.tls] ca (where a provisioning bundle puts it). It is accepted only if it chains to
+    # the fleet CA chain ([mqtt.tls] ca), so a planted file cannot make the dock trust forged acks.
+    server_cert: ConfigPath = Field(default=Path(SERVER_CERT_NAME), validate_default=True)
+    # Records awaiting the server's last word, and file chunks awaiting its `pending` ack, per recorder.
+    window: StrictInt = Field(default=MAX_WINDOW, ge=1, le=MAX_WINDOW)
+    chunk_window: StrictInt = Field(default=4, ge=1, le=32)
+    # The longest back-off between broker rounds and between resends (a resend waits ack_timeout_s
+    # first, doubling per attempt up to retry_max_s).
+    retry_max_s: float = Field(default=60.0, ge=1.0, le=3600.0, strict=True)
+    ack_timeout_s: float = Field(default=10.0, ge=0.5, le=600.0, strict=True)
+    # How long the broker keeps the dock's session (and acks published to it) while the dock is away.
+    session_expiry_s: StrictInt = Field(default=3600, ge=60, le=7 * 86_400)
+    # How often `dock run` looks for docked spools and control links.
+    poll_s: float = Field(default=1.0, ge=0.1, le=60.0, strict=True)
+
+    @property
+    def server_cert_given(self) -> bool:
+        """Whether the file names ``server_cert`` (else the default places are searched)."""
+        return "server_cert" in self.model_fields_set
+
+    def with_overrides(self, **changes: float | int | None) -> SyncConfig:
+        """This table with command-line overrides (None: keep), held to the same bounds.
+
+        ValueError names each value out of bounds; the result still knows whether ``server_cert``
+        was written in the file.
+        """
+        given = {k: v for k, v in changes.items() if v is not None}
+        unknown = sorted(set(given) - set(type(self).model_fields))
+        if unknown:
+            raise ValueError(f"not settings of [sync]: {', '.join(unknown)}")
+        if not given:
+            return self
+        data = {name: getattr(self, name) for name in type(self).model_fields} | given
+        try:
+            checked = type(self).model_validate(data)
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(map(str, e['loc'])) or '[sync]'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors(include_url=False)
+            ]
+            raise ValueError("; ".join(problems)) from None
+        return self.model_copy(update={k: getattr(checked, k) for k in given})
+
+
 class DockConfig(_Config):
     """Everything a docking station needs to know (firmware-config/dock.example.toml)."""
 
@@ -123,5 +182,18 @@ class DockConfig(_Config):
     chunk_bytes: StrictInt = Field(default=1024 * 1024, ge=16 * 1024, le=8 * 1024 * 1024)
     serial: SerialConfig = SerialConfig()
     mqtt: MqttConfig
+    # A dict validated on load, so a default server_cert is resolved beside this file too.
+    sync: SyncConfig = Field(default_factory=dict, validate_default=True)
     outbox: OutboxConfig
     clock: DockClockConfig = DockClockConfig()
+
+    @model_validator(mode="after")
+    def _chunks_in_flight_fit_in_memory(self) -> DockConfig:
+        in_flight = self.sync.chunk_window * self.chunk_bytes
+        if in_flight > MAX_CHUNK_BYTES_IN_FLIGHT:
+            raise ValueError(
+                f"sync.chunk_window ({self.sync.chunk_window}) × chunk_bytes ({self.chunk_bytes}) = "
+                f"{in_flight} bytes in flight per recorder, more than {MAX_CHUNK_BYTES_IN_FLIGHT}; "
+                "lower one of them"
+            )
+        return self

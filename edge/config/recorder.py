@@ -1,4 +1,4 @@
-"""The recorder's settings (recorder.toml): sources, encoder, segments, pre-event buffer, location, spool."""
+"""The recorder's settings (recorder.toml): sources, encoder, segments, pre-event buffer, location, spool, link."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from edge.config.base import (
     _duplicates,
     default_policy_path,
 )
+from edge.config.dock import SERVER_CERT_NAME, SerialBaud
 
 # -- recorder ----------------------------------------------------------------------------------
 
@@ -228,11 +229,32 @@ class ControlConfig(_Config):
 class SigningConfig(_Config):
     """The device's evidence-signing identity, as provisioning wrote it into the bundle."""
 
-    cert: ConfigPath = Path("signing.pem")
-    key: ConfigPath = Path("signing.key")
-    ca_chain: ConfigPath = Path("ca-chain.pem")
+    # Defaults are validated too, so they mean "beside this config file" (the bundle), not the
+    # directory the process happens to run in.
+    cert: ConfigPath = Field(default=Path("signing.pem"), validate_default=True)
+    key: ConfigPath = Field(default=Path("signing.key"), validate_default=True)
+    # The fleet CA chain: it also vouches for server_cert (edge.recorder.link.load_server_keys).
+    ca_chain: ConfigPath = Field(default=Path("ca-chain.pem"), validate_default=True)
     # The server's signing certificate: acks are checked against it before any footage is freed.
-    server_cert: ConfigPath = Path("server-signing.pem")
+    server_cert: ConfigPath = Field(default=Path(SERVER_CERT_NAME), validate_default=True)
+
+
+class RecorderLinkConfig(_Config):
+    """The serial control link the dock talks to: the recorder's USB CDC-ACM gadget tty."""
+
+    enabled: StrictBool = True
+    # A device, so never resolved against the config file: /dev/ttyGS0 on the recorder image (a udev
+    # symlink, or a socat pty in tests, works as well). The port may come and go (undocking, the gadget
+    # set up after the service starts): the agent keeps trying to open it.
+    port: Path = Path("/dev/ttyGS0")
+    baud: SerialBaud = 115200
+
+    @field_validator("port")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"must be an absolute device path such as /dev/ttyGS0, not {str(value)!r}")
+        return value
 
 
 class RecorderConfig(_Config):
@@ -252,7 +274,10 @@ class RecorderConfig(_Config):
     clock: RecorderClockConfig = RecorderClockConfig()
     spool: SpoolConfig
     control: ControlConfig = ControlConfig()
-    signing: SigningConfig = SigningConfig()
+    # A dict validated on load, so the default paths are resolved beside this file too.
+    signing: SigningConfig = Field(default_factory=dict, validate_default=True)
+    # No [link] table (or enabled = false): no control link; the dock can then only read the spool.
+    link: RecorderLinkConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> RecorderConfig:
@@ -265,6 +290,10 @@ class RecorderConfig(_Config):
         if self.pre_event.include_audio and self.audio.source.type == "none":
             raise ValueError('pre_event.include_audio is true but audio.source.type is "none"')
         return self
+
+    def link_port(self) -> Path | None:
+        """The control link's serial port, or None when the link is off."""
+        return self.link.port if self.link is not None and self.link.enabled else None
 
     def policy_path(self) -> Path:
         """The recording policy file this recorder follows."""

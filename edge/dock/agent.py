@@ -2,9 +2,10 @@
 
 A docked recorder shows up twice: its spool partition, mounted read-only under ``mount_dir`` by
 ``fieldproof-dock-attach@.service``, and its control link, a CDC-ACM port matching ``serial.ports``.
-Both are polled (every ``poll_s``); a port is matched to its spool by the device id the recorder
+Both are polled (every ``[sync] poll_s``); a port is matched to its spool by the device id the recorder
 gives in its ``identity`` answer — never by guessing from names. Several recorders may be docked at
-once; each gets its own session thread, and the single sync client interleaves them.
+once; each gets its own session thread, and the single sync client interleaves them. The sync client's
+windows, back-off and session expiry come from ``[sync]`` in dock.toml (command-line flags override).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from custody.errors import SpoolError
-from edge.config import DockConfig
+from edge.config import DockConfig, SyncConfig
+from edge.config.dock import SERVER_CERT_NAME
 from edge.dock.errors import DockError
 from edge.dock.intake import find_spools, trust_store
 from edge.dock.session import DockingSession
@@ -30,17 +32,21 @@ from edge.sync.outbox import Outbox, OutboxRow
 
 log = logging.getLogger(__name__)
 
-SERVER_CERT_NAME = "server-signing.pem"
 _NTP_SYNCED = Path("/run/systemd/timesync/synchronized")
 
 
-def server_cert_path(config: DockConfig, config_path: Path | None, given: Path | None = None) -> Path:
-    """Where the server-signing certificate is: given, else beside dock.toml, else beside the TLS CA."""
+def server_cert_path(config: DockConfig, given: Path | None = None) -> Path:
+    """Where the server-signing certificate is: ``given`` (--server-cert), else ``[sync] server_cert``.
+
+    When dock.toml does not name one, ``server-signing.pem`` beside dock.toml, else beside ``[mqtt.tls]
+    ca`` — where a provisioning bundle has it.
+    """
     if given is not None:
         return given
-    candidates = []
-    if config_path is not None:
-        candidates.append(config_path.resolve().parent / SERVER_CERT_NAME)
+    sync = config.sync
+    if sync.server_cert_given:
+        return sync.server_cert
+    candidates = [sync.server_cert]
     if config.mqtt.tls is not None:
         candidates.append(config.mqtt.tls.ca.parent / SERVER_CERT_NAME)
     for c in candidates:
@@ -48,8 +54,8 @@ def server_cert_path(config: DockConfig, config_path: Path | None, given: Path |
             return c
     raise DockError(
         f"the server's signing certificate ({SERVER_CERT_NAME}) is not beside the config or the TLS CA "
-        f"(looked at {', '.join(map(str, candidates)) or 'nothing'}); copy it from the dock's provisioning "
-        "bundle, or give --server-cert"
+        f"(looked at {', '.join(map(str, candidates))}); copy it from the dock's provisioning bundle, "
+        "name it in [sync] server_cert, or give --server-cert"
     )
 
 
@@ -59,6 +65,14 @@ def dock_server_keys(config: DockConfig, cert: Path) -> dict[str, Ed25519PublicK
         return load_server_keys(cert, ca_chain=config.mqtt.tls.ca if config.mqtt.tls else None)
     except LinkError as exc:
         raise DockError(str(exc)) from exc
+
+
+def sync_settings(config: DockConfig, **overrides: float | int | None) -> SyncConfig:
+    """``[sync]`` with the given overrides (None: as configured), held to the config's bounds."""
+    try:
+        return config.sync.with_overrides(**overrides)
+    except ValueError as exc:
+        raise DockError(f"out of bounds for [sync]: {exc}") from None
 
 
 def clock_reference(config: DockConfig) -> tuple[str, bool]:
@@ -75,21 +89,27 @@ class _Docked:
 
 
 class DockAgent:
-    """Everything the dock does, wired from its config."""
+    """Everything the dock does, wired from its config.
+
+    ``poll_s``, ``retry_max_s`` and ``ack_timeout_s`` override ``[sync]`` (None: as configured); they
+    are held to the same bounds.
+    """
 
     def __init__(
         self,
         config: DockConfig,
         *,
         server_keys: dict[str, Ed25519PublicKey],
-        poll_s: float = 1.0,
-        retry_max_s: float = 60.0,
-        ack_timeout_s: float = 10.0,
+        poll_s: float | None = None,
+        retry_max_s: float | None = None,
+        ack_timeout_s: float | None = None,
         client_id: str | None = None,
         ports: str | None = None,
     ) -> None:
         self.config = config
-        self.poll_s = poll_s
+        sync = sync_settings(config, poll_s=poll_s, retry_max_s=retry_max_s, ack_timeout_s=ack_timeout_s)
+        self.sync = sync
+        self.poll_s = sync.poll_s
         #: The control links to probe (a glob); default serial.ports (tests point it at socat ptys).
         self.ports_glob = ports or config.serial.ports
         self.outbox = Outbox(config.outbox.path)
@@ -113,8 +133,11 @@ class DockAgent:
             tls=TlsFiles(tls.ca, tls.cert, tls.key) if tls else None,
             keepalive_s=config.mqtt.keepalive_s,
             chunk_bytes=config.chunk_bytes,
-            retry_max_s=retry_max_s,
-            ack_timeout_s=ack_timeout_s,
+            window=sync.window,
+            chunk_window=sync.chunk_window,
+            retry_max_s=sync.retry_max_s,
+            ack_timeout_s=sync.ack_timeout_s,
+            session_expiry_s=sync.session_expiry_s,
             client_id=client_id,
             on_final=self._on_final,
         )

@@ -33,15 +33,34 @@ def add_parser(subparsers: Any) -> None:
             "--server-cert",
             type=Path,
             default=None,
-            help="the server's signing certificate (default: server-signing.pem beside the config or TLS CA)",
+            help="the server's signing certificate (default: [sync] server_cert, else server-signing.pem "
+            "beside the config or TLS CA)",
         )
-        q.add_argument("--retry-max", type=float, default=60.0, metavar="S", help="longest back-off (s)")
-        q.add_argument("--ack-timeout", type=float, default=10.0, metavar="S", help="first resend after (s)")
+        q.add_argument(
+            "--retry-max",
+            type=float,
+            default=None,
+            metavar="S",
+            help="longest back-off (s; [sync] retry_max_s)",
+        )
+        q.add_argument(
+            "--ack-timeout",
+            type=float,
+            default=None,
+            metavar="S",
+            help="first resend after (s; [sync] ack_timeout_s)",
+        )
         q.add_argument("-v", "--verbose", action="store_true", help="log what happens (stderr)")
 
     run = sub.add_parser("run", help="watch for docked recorders and sync them until stopped")
     common(run)
-    run.add_argument("--poll", type=float, default=1.0, metavar="S", help="how often to look for recorders")
+    run.add_argument(
+        "--poll",
+        type=float,
+        default=None,
+        metavar="S",
+        help="how often to look for recorders ([sync] poll_s)",
+    )
     run.set_defaults(func=_run)
 
     once = sub.add_parser("sync-once", help="sync one spool until every record is acknowledged, then exit")
@@ -67,7 +86,8 @@ def _agent(args: argparse.Namespace, **kw: Any) -> Any:
     from edge.dock.agent import DockAgent, dock_server_keys, server_cert_path
 
     config = load_dock_config(args.config)
-    keys = dock_server_keys(config, server_cert_path(config, args.config, args.server_cert))
+    keys = dock_server_keys(config, server_cert_path(config, args.server_cert))
+    # The flags override [sync]; DockAgent holds them to the same bounds (DockError, exit 2).
     return DockAgent(
         config, server_keys=keys, retry_max_s=args.retry_max, ack_timeout_s=args.ack_timeout, **kw
     )

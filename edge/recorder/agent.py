@@ -4,11 +4,17 @@ Order of durability for every segment (the reason this module exists): the pipel
 ``tmp/``; the agent renames it into ``media/`` (and fsyncs the folder); only then is the segment record
 sealed and appended (fsynced). A crash at any point leaves either a file recovery will chain as
 ``recovered``, or a chained segment — never a record without its file.
+
+With ``[link]`` configured the agent also answers the dock on the serial control link
+(``edge.recorder.link.RecorderLink``, docs/dock.md): identity, status, the clock exchange (the recorder
+chains and signs the ``clock`` record itself) and erase-after-ack (``release``: files are freed only
+on the server's signed acknowledgement, checked here against the fleet-certified server key).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import uuid
@@ -16,6 +22,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from custody.canonical import canonical
 from custody.digest import sha256_digest
@@ -35,10 +43,15 @@ from edge.journal.recovery import (
 from edge.recorder.clock import ClockStatus, clock_status
 from edge.recorder.context import RecordingContext
 from edge.recorder.errors import RecorderError
+from edge.recorder.link import LinkError, RecorderLink, load_server_keys
 from fieldproof.durable import fsync_dir, make_dir, write_file
+
+log = logging.getLogger(__name__)
 
 FIRMWARE = "fieldproof-0.1.0"
 _MB = 1 << 20
+#: How often a control link port that is not there (yet) is tried again.
+_LINK_RETRY_S = 1.0
 
 
 def _now() -> datetime:
@@ -84,11 +97,19 @@ class RecorderAgent:
         self.recovered: list[Leftover] = []
         self.stop_reason = ""
         self.warnings: list[str] = []
+        self.link: RecorderLink | None = None
+        self._link_stop = threading.Event()
+        self._link_opener: threading.Thread | None = None
+        self._server_keys: dict[str, Ed25519PublicKey] | None = None
 
     # -- life cycle -------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Recover what the last run left, chain a boot record, start location and capture."""
+        """Recover what the last run left, chain a boot record, start location, capture and the link."""
+        if self.config.link_port() is not None:
+            # A link that would have to refuse every release is a config error now, before anything is
+            # chained — not a surprise when the recorder is first docked.
+            self.server_keys()
         self._recover_and_boot()
         self.location.start()
         from edge.capture.pipeline import CapturePipeline
@@ -107,6 +128,7 @@ class RecorderAgent:
         self.pipeline.start()
         self._monitor = threading.Thread(target=self._watch_space, name="recorder-space", daemon=True)
         self._monitor.start()
+        self._start_link()
 
     def recover_only(self) -> list[Leftover]:
         """Chain what the last run left (with a boot record) and close, without capturing."""
@@ -148,11 +170,12 @@ class RecorderAgent:
         self.recovered = leftovers
 
     def close(self) -> None:
-        """Seal any recording, stop capture and location, close the journal."""
+        """Seal any recording, stop the link, capture and location, close the journal."""
         try:
             if self.recording_id is not None:
                 self.stop_recording()
         finally:
+            self._stop_link()  # before the journal closes: the dock's requests append to it
             self._stop_monitor.set()
             if self._monitor is not None:
                 self._monitor.join(timeout=5)
@@ -163,6 +186,81 @@ class RecorderAgent:
                 self.location.stop()
                 if self.spool is not None:
                     self.spool.close()
+
+    # -- the control link to the dock -----------------------------------------------------------------
+
+    def server_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The server's ack-signing key from ``[signing] server_cert``, vouched for by ``[signing] ca_chain``.
+
+        Loaded once. RecorderError when the certificate is missing, unreadable, or not the fleet's
+        server-signing certificate: acks checked against a planted key would free evidence.
+        """
+        if self._server_keys is None:
+            signing = self.config.signing
+            try:
+                self._server_keys = load_server_keys(signing.server_cert, ca_chain=signing.ca_chain)
+            except LinkError as exc:
+                raise RecorderError(
+                    f"[signing] server_cert: {exc.diagnostics()}. Without it no acknowledgement can be "
+                    "checked and no footage freed; re-enrol the device or fix recorder.toml"
+                    + (", or set [link] enabled = false" if self.config.link_port() is not None else "")
+                ) from exc
+        return self._server_keys
+
+    def _start_link(self) -> None:
+        port = self.config.link_port()
+        if port is None or self.config.link is None:
+            return
+        self.link = RecorderLink(
+            str(port),
+            identity={
+                "device": self.config.device_id,
+                "role": "recorder",
+                "firmware": FIRMWARE,
+                "spool": str(self.root),
+            },
+            status=self.status,
+            chain_clock=self.chain_clock,
+            release=self.release,
+            server_keys=self.server_keys(),
+            # The service runs with ProtectClock=yes and no CAP_SYS_TIME, and there is no privileged
+            # stepper: the recorder never steps its own clock. The dock's measurement is still chained,
+            # signed, with applied: false (docs/recorder.md, "Clock").
+            set_time=None,
+            baud=self.config.link.baud,
+        )
+        self._link_stop.clear()
+        try:
+            self.link.start()
+        except (LinkError, OSError) as exc:
+            # The gadget's tty may be set up after this service starts; keep trying rather than give up.
+            log.warning("%s; trying again every %gs", exc, _LINK_RETRY_S)
+            self._link_opener = threading.Thread(
+                target=self._open_link_later, name="recorder-link-open", daemon=True
+            )
+            self._link_opener.start()
+        else:
+            log.info("control link on %s", port)
+
+    def _open_link_later(self) -> None:
+        assert self.link is not None
+        while not self._link_stop.wait(_LINK_RETRY_S):
+            try:
+                self.link.start()
+            except (LinkError, OSError) as exc:
+                log.debug("%s", exc)
+                continue
+            log.info("control link on %s", self.link.port_name)
+            return
+
+    def _stop_link(self) -> None:
+        self._link_stop.set()
+        if self._link_opener is not None:
+            self._link_opener.join(timeout=10)
+            self._link_opener = None
+        if self.link is not None:
+            self.link.stop()
+            self.link = None
 
     def _read_chain(self) -> tuple[int, set[str]]:
         # One pass over the journal: how many boots so far, and which media files are chained.
@@ -314,7 +412,7 @@ class RecorderAgent:
         """
         from edge.sync.protocol import ProtocolError, parse_ack
 
-        keys = self._server_keys()
+        keys = self.server_keys()
         targets, accepted = [], []
         with self._lock:
             for ack in acks:
@@ -344,21 +442,6 @@ class RecorderAgent:
             fsync_dir(path.parent)
             freed.append(t["file"])
         return freed
-
-    def _server_keys(self) -> dict[str, Any]:
-        from cryptography import x509
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-        from custody.signing import key_id
-
-        path = self.config.signing.server_cert
-        if not path.is_file():
-            raise RecorderError(f"the server's signing certificate {path} is missing; re-enrol the device")
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-        key = cert.public_key()
-        if not isinstance(key, Ed25519PublicKey):
-            raise RecorderError(f"{path} is not the server's Ed25519 signing certificate")
-        return {key_id(cert): key}
 
     # -- the pipeline's sink -----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from edge.config import (
     ConfigError,
     RecorderConfig,
     RecordingPolicy,
+    SyncConfig,
     default_policy_path,
     load_dock_config,
     load_policy,
@@ -108,6 +109,12 @@ def test_recorder_example_values() -> None:
     # Relative to the example's own directory, not to the directory the tests run from.
     assert c.policy == POLICY
     assert load_policy(c.policy_path()).scenes
+    # The dock's control link on the USB gadget; acks are checked against the bundle's server certificate.
+    assert c.link_port() == Path("/dev/ttyGS0")
+    assert c.link is not None
+    assert c.link.baud == load_dock_config(DOCK).serial.baud
+    assert c.signing.server_cert == FIRMWARE / "server-signing.pem"
+    assert c.signing.ca_chain == FIRMWARE / "ca-chain.pem"
 
 
 def test_dock_example_values() -> None:
@@ -116,6 +123,10 @@ def test_dock_example_values() -> None:
     assert c.chunk_bytes == 1024 * 1024
     assert c.mqtt.tls is not None
     assert all(port == 8883 for _, port in c.mqtt.broker_addresses())
+    # [sync] states the sync client's defaults, and where the server's signing certificate is.
+    assert c.sync == SyncConfig(server_cert=Path("/etc/fieldproof/tls/server-signing.pem"))
+    assert c.sync.server_cert_given
+    assert c.sync.server_cert.parent == c.mqtt.tls.ca.parent
 
 
 def test_defaults_fill_what_a_minimal_recorder_config_leaves_out(tmp_path: Path) -> None:
@@ -133,6 +144,55 @@ def test_defaults_fill_what_a_minimal_recorder_config_leaves_out(tmp_path: Path)
     assert (c.video.encoder, c.video.keyframe_interval_s) == ("libx264", 1)
     assert c.policy is None
     assert c.policy_path() == default_policy_path() == POLICY
+    # No [link]: no control link. The signing files default to the bundle beside the config.
+    assert c.link is None
+    assert c.link_port() is None
+    assert c.signing.key == tmp_path / "signing.key"
+    assert c.signing.server_cert == tmp_path / "server-signing.pem"
+    path.write_text(path.read_text("utf-8") + "[link]\n", encoding="utf-8")
+    assert load_recorder_config(path).link_port() == Path("/dev/ttyGS0")
+    path.write_text(path.read_text("utf-8") + "enabled = false\n", encoding="utf-8")
+    assert load_recorder_config(path).link_port() is None
+
+
+def test_defaults_fill_what_a_minimal_dock_config_leaves_out(tmp_path: Path) -> None:
+    path = tmp_path / "dock.toml"
+    path.write_text(
+        'device_id = "DOCK-02"\n[mqtt]\nbrokers = ["127.0.0.1:1883"]\n[outbox]\npath = "outbox.sqlite"\n',
+        encoding="utf-8",
+    )
+    c = load_dock_config(path)
+    assert (c.sync.window, c.sync.chunk_window) == (16, 4)
+    assert (c.sync.retry_max_s, c.sync.ack_timeout_s, c.sync.poll_s) == (60.0, 10.0, 1.0)
+    assert c.sync.session_expiry_s == 3600
+    # Not written: beside this file (and the dock also looks beside [mqtt.tls] ca).
+    assert c.sync.server_cert == tmp_path / "server-signing.pem"
+    assert not c.sync.server_cert_given
+
+
+def test_sync_overrides_from_the_command_line_keep_the_bounds() -> None:
+    sync = load_dock_config(DOCK).sync
+    assert sync.with_overrides(retry_max_s=None) is sync
+    quick = sync.with_overrides(retry_max_s=2.0, ack_timeout_s=1, poll_s=None)
+    assert (quick.retry_max_s, quick.ack_timeout_s, quick.poll_s) == (2.0, 1, 1.0)
+    assert quick.server_cert_given
+    assert quick.server_cert == sync.server_cert
+    with pytest.raises(
+        ValueError, match=r"ack_timeout_s: Input should be greater than or equal to 0\.5"
+    ) as e:
+        sync.with_overrides(ack_timeout_s=0.0, poll_s=100.0)
+    assert "poll_s: Input should be less than or equal to 60" in str(e.value)
+    with pytest.raises(ValueError, match="not settings of \\[sync\\]: windw"):
+        sync.with_overrides(windw=3)
+
+
+def test_too_many_chunk_bytes_in_flight_are_refused(tmp_path: Path) -> None:
+    path = variant(tmp_path, DOCK, "chunk_bytes = 1048576", "chunk_bytes = 8388608")
+    load_dock_config(path)  # 4 × 8 MiB in flight is fine
+    path = variant(tmp_path, path, "chunk_window = 4", "chunk_window = 16")
+    with pytest.raises(ConfigError) as excinfo:
+        load_dock_config(path)
+    assert "sync.chunk_window (16) × chunk_bytes (8388608) = 134217728 bytes in flight" in problems(excinfo)
 
 
 def test_every_model_forbids_unknown_keys_and_is_frozen() -> None:
@@ -176,8 +236,11 @@ UNKNOWN_KEYS = [
     (RECORDER, "[video.source]", "video.source.devise"),
     (RECORDER, "[pre_event]", "pre_event.secs"),
     (RECORDER, "[location.source]", "location.source.hots"),
+    (RECORDER, "[link]", "link.prot"),
+    (RECORDER, "[signing]", "signing.server_certificate"),
     (DOCK, None, "mount_dri"),
     (DOCK, "[mqtt.tls]", "mqtt.tls.password"),
+    (DOCK, "[sync]", "sync.windw"),
     (POLICY, None, "author"),
     (POLICY, "[[markers]]", "markers[0].lable"),
     (POLICY, "[[scenes]]", "scenes[0].recordng"),
@@ -228,12 +291,30 @@ WRONG_VALUES = [
     (RECORDER, 'device_id = "REC-0001"', 'device_id = "rec 1"', "device_id (line 6)"),
     (RECORDER, 'default_officer_id = ""', "default_officer_id = 12", "default_officer_id"),
     (RECORDER, "reserve_mb = 64", "reserve_mb = 600", "must be less than min_free_mb"),
+    (
+        RECORDER,
+        'port = "/dev/ttyGS0"',
+        'port = "ttyGS0"',
+        "must be an absolute device path such as /dev/ttyGS0",
+    ),
+    (RECORDER, 'port = "/dev/ttyGS0"', "port = 0", "link.port (line"),
+    (RECORDER, "baud = 115200", "baud = 115201", "link.baud (line"),
+    (RECORDER, "enabled = true\nport", 'enabled = "yes"\nport', "link.enabled (line"),
     (DOCK, "chunk_bytes = 1048576", "chunk_bytes = 1024", "chunk_bytes (line"),
     (DOCK, "chunk_bytes = 1048576", "chunk_bytes = 16777216", "less than or equal to 8388608"),
     (DOCK, '"evidence.example.gov.cn:8883", ', '"evidence.example.gov.cn", ', "is not host:port"),
     (DOCK, 'topic_prefix = "fieldproof/v1"', 'topic_prefix = "fieldproof/#"', "mqtt.topic_prefix"),
     (DOCK, 'reference = "ntp"', 'reference = "sundial"', "clock.reference"),
     (DOCK, "brokers = [", "brokers = [] #", "mqtt.brokers"),
+    (DOCK, "window = 16", "window = 17", "sync.window (line"),
+    (DOCK, "window = 16", "window = 17", "less than or equal to 16"),
+    (DOCK, "chunk_window = 4", "chunk_window = 0", "sync.chunk_window (line"),
+    (DOCK, "retry_max_s = 60", 'retry_max_s = "60"', "sync.retry_max_s (line"),
+    (DOCK, "retry_max_s = 60", "retry_max_s = 0.5", "greater than or equal to 1"),
+    (DOCK, "ack_timeout_s = 10", "ack_timeout_s = 0.1", "sync.ack_timeout_s (line"),
+    (DOCK, "session_expiry_s = 3600", "session_expiry_s = 10", "sync.session_expiry_s (line"),
+    (DOCK, "poll_s = 1", "poll_s = true", "sync.poll_s (line"),
+    (DOCK, "server_cert = ", "server_cert = 1 #", "sync.server_cert (line"),
     (POLICY, 'recording = "full"', 'recording = "always"', "scenes[0].recording"),
     (POLICY, 'code = "show-credentials"', 'code = "Show Credentials"', "markers[0].code"),
     (POLICY, 'label = "出示执法证件"', 'label = "show credentials"', "must be written in Chinese"),
@@ -796,6 +877,18 @@ def test_the_services_are_hardened_and_run_the_right_command(name: str) -> None:
         assert service[key] == value, key
     assert service["ReadWritePaths"]
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_the_recorder_unit_may_open_the_control_link_but_not_set_the_clock() -> None:
+    rec = read_unit(UNITS / "fieldproof-recorder.service")["Service"]
+    # /dev/ttyGS0 is group dialout (udev's default rules); no device policy keeps the service from it.
+    assert str(load_recorder_config(RECORDER).link_port()).startswith("/dev/tty")
+    assert "dialout" in rec["SupplementaryGroups"].split()
+    assert "DevicePolicy" not in rec
+    assert "PrivateDevices" not in rec
+    # The agent never steps the clock (set_time is None); the unit makes sure nothing in it can.
+    assert rec["ProtectClock"] == "yes"
+    assert rec["AmbientCapabilities"] == ""
 
 
 def test_the_units_give_write_access_exactly_where_the_configs_write() -> None:

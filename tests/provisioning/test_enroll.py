@@ -123,6 +123,44 @@ def test_dock_config_points_at_the_bundle_certificates(ca: Path) -> None:
     assert 'cert = "tls.pem"' in (bundle / "dock.toml").read_text()
 
 
+def test_a_fresh_bundle_checks_acks_without_hand_edits(ca: Path) -> None:
+    from edge.recorder.link import load_server_keys
+
+    recorder = load_recorder_config(enroll(ca, device="REC-0043", role="recorder") / "recorder.toml")
+    dock = load_dock_config(enroll(ca, device="DOCK-08", role="dock") / "dock.toml")
+    # Both name the bundle's server-signing.pem, and it chains to the bundle's fleet CA chain.
+    for cert, chain in (
+        (recorder.signing.server_cert, recorder.signing.ca_chain),
+        (dock.sync.server_cert, dock.mqtt.tls.ca if dock.mqtt.tls else None),
+    ):
+        assert chain is not None
+        assert cert.name == "server-signing.pem"
+        assert cert.parent == chain.parent
+        assert len(load_server_keys(cert, ca_chain=chain)) == 1
+    assert dock.sync.server_cert_given
+    assert recorder.link_port() == Path("/dev/ttyGS0")
+
+
+def test_rendering_fills_what_an_example_leaves_out() -> None:
+    from provisioning.device_config import render
+
+    bare = {"device_id": "X", "spool": {"dir": "/s"}}
+    recorder = render(bare, device="REC-0044", role="recorder")
+    assert recorder["signing"] == {
+        "cert": "signing.pem",
+        "key": "signing.key",
+        "ca_chain": "ca-chain.pem",
+        "server_cert": "server-signing.pem",
+    }
+    assert recorder["link"] == {"enabled": True, "port": "/dev/ttyGS0"}
+    kept = render({**bare, "link": {"enabled": False}}, device="REC-0044", role="recorder")
+    assert kept["link"] == {"enabled": False}  # an example's own [link] is kept as written
+    dock = render({"device_id": "X", "sync": {"window": 8}}, device="DOCK-09", role="dock")
+    assert dock["sync"] == {"window": 8, "server_cert": "server-signing.pem"}
+    assert "link" not in dock
+    assert bare == {"device_id": "X", "spool": {"dir": "/s"}}  # the example itself is not changed
+
+
 def test_enrolling_twice_is_refused_and_changes_nothing(ca: Path) -> None:
     bundle = enroll(ca, device="REC-0001", role="recorder")
     before = {p.name: p.read_bytes() for p in bundle.iterdir()}
