@@ -28,13 +28,26 @@ def add_parser(subparsers: Any) -> None:
         ("migrate", _migrate, "create or upgrade the database schema (alembic upgrade head)"),
         ("ingest", _ingest, "run an ingest worker until SIGTERM"),
         ("api", _api, "serve the JSON API (no authentication yet: keep it on loopback)"),
+        (
+            "log-sequence",
+            _log_sequence,
+            "add committed custody events to the Merkle log and sign a checkpoint (docs/custody-log.md)",
+        ),
     ):
         q = sub.add_parser(name, help=text, description=text)
         q.add_argument("--data-dir", type=Path, help="FIELDPROOF_DATA_DIR")
         q.add_argument("--database-url", help="FIELDPROOF_DATABASE_URL")
-        if name == "ingest":
+        if name in ("ingest", "log-sequence"):
             q.add_argument("--ca-dir", type=Path, help="FIELDPROOF_CA_DIR")
+        if name == "ingest":
             q.add_argument("--store", type=Path, help="FIELDPROOF_STORE")
+        if name == "log-sequence":
+            q.add_argument(
+                "--every",
+                type=float,
+                metavar="SECONDS",
+                help="keep running: sequence again every SECONDS until SIGTERM (default: once)",
+            )
         if name == "api":
             q.add_argument("--host", help="FIELDPROOF_API_HOST")
             q.add_argument("--port", type=int, help="FIELDPROOF_API_PORT")
@@ -94,6 +107,35 @@ def _api(args: argparse.Namespace) -> int:
     settings = _settings(args)
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
     return 0
+
+
+def _log_sequence(args: argparse.Namespace) -> int:
+    from server.custody_log.sequencer import CheckpointSigner, sequence_pending
+    from server.db import check_migrated, make_engine, session_factory
+    from server.errors import SettingsError
+
+    settings = _settings(args)
+    if settings.ca_dir is None:
+        raise SettingsError(
+            "no CA directory: set FIELDPROOF_CA_DIR (checkpoints are signed with its server key)"
+        )
+    signer = CheckpointSigner.from_ca_dir(settings.ca_dir)
+    engine = make_engine(settings.db_url)
+    check_migrated(engine)
+    factory = session_factory(engine)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while True:
+        made = sequence_pending(factory=factory, signer=signer)
+        if made is not None:
+            print(
+                f"custody log: checkpoint of {made.tree_size} events, root {made.root_hash.hex()}", flush=True
+            )
+        elif args.every is None:
+            print("custody log: nothing new to sequence")
+        if args.every is None or stop.wait(args.every):
+            return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

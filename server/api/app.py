@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from server.config import ServerSettings
+from server.custody_log.views import router as custody_log_router
 from server.db import check_migrated, make_engine, session_factory
 from server.evidence.views import router as evidence_router
 
@@ -21,4 +22,5 @@ def create_app(settings: ServerSettings, *, engine: Engine | None = None) -> Fas
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     app.include_router(evidence_router, prefix="/api/v1")
+    app.include_router(custody_log_router, prefix="/api/v1")
     return app
