@@ -94,6 +94,8 @@ class SyncStats:
     publish_denied: int = 0
     broker: str = ""
     last_error: str = ""
+    first_publish_at: float = 0.0  # time.monotonic() of the first publish (for throughput figures)
+    last_final_at: float = 0.0  # time.monotonic() of the last ack that made a row final
 
 
 @dataclass
@@ -142,7 +144,7 @@ class SyncClient:
         keepalive_s: int = 60,
         chunk_bytes: int = DEFAULT_CHUNK,
         window: int = WINDOW,
-        chunk_window: int = 4,
+        chunk_window: int = 16,
         retry_min_s: float = 0.5,
         retry_max_s: float = 60.0,
         ack_timeout_s: float = 10.0,
@@ -414,6 +416,7 @@ class SyncClient:
                     ff.acked, ff.progress_at, ff.stalls = received, now, 0
                     ff.sent_until = max(ff.sent_until, received)
         elif row.final:
+            self.stats.last_final_at = time.monotonic()
             flow.inflight.pop(seq, None)
             flow.files.pop(seq, None)
             if row.state == "rejected":
@@ -581,8 +584,7 @@ class SyncClient:
                 budget -= len(data)
                 self.stats.chunks_sent += 1
                 self.stats.chunk_bytes_sent += len(data)
-            if budget <= 0:
-                return
+            # No early return once the budget is spent: every later file still needs its stall check above.
 
     def _read(self, root: Path, row: OutboxRow, offset: int, length: int) -> bytes | None:
         assert row.file is not None
@@ -614,6 +616,8 @@ class SyncClient:
         if not self.connected.is_set():
             return None  # never into paho's memory while offline: the outbox keeps it
         info = self._client.publish(topic, payload, qos=1, properties=properties)
+        if not self.stats.first_publish_at:
+            self.stats.first_publish_at = time.monotonic()
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self._lost(f"publish: {mqtt.error_string(info.rc)}")
             return None

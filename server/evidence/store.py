@@ -8,8 +8,10 @@ can honestly promise:
   the store, keyed by digest — not in a worker's memory — so any ingest worker can take over a file
   another one started, and a killed worker loses nothing it reported.
   (S3: one staging object per chunk under ``staging/<hex>/``; ``received`` lists that prefix.)
-- ``commit(digest)`` assembles the staged bytes, checks SHA-256 **over the bytes as stored** against the
-  digest, and makes the blob durable and write-once; a mismatch discards the staged bytes and raises.
+- ``write_many(digest, chunks)`` is ``write_at`` for several chunks with one flush (the ingest worker
+  writes what it received together: one round of fsyncs per batch, not per chunk).
+- ``commit(digest)`` checks SHA-256 **over the bytes as stored** against the digest and makes the blob
+  durable and write-once; a mismatch discards the staged bytes and raises.
   (S3: compose, verify, ``PutObject`` with ``If-None-Match: *`` and Object Lock retention.)
 - ``open``, ``exists``, ``size`` read committed blobs; ``discard_staging`` drops a blob's staged chunks.
 
@@ -20,16 +22,18 @@ may be wrong (a faulty or hostile dock). Nothing but a hash check over the store
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import secrets
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Final
 
 from custody.digest import file_digest
-from fieldproof.durable import exclusive_lock, fsync_dir, make_dir, write_file
+from fieldproof.durable import exclusive_lock, fsync_dir, make_dir
 from server.errors import (
     BlobNotFoundError,
     BlobSizeError,
@@ -42,7 +46,8 @@ from server.errors import (
 _DIGEST_RE: Final = re.compile(r"sha256:([0-9a-f]{64})")
 _PART_RE: Final = re.compile(r"(\d{13})\.(\d{10})")
 BLOB_MODE: Final = 0o444
-_COPY: Final = 1 << 20
+_STAGED_MODE: Final = 0o640
+_DATA: Final = "data"
 
 
 def blob_hex(digest: str) -> str:
@@ -67,6 +72,14 @@ class BlobStore(ABC):
     @abstractmethod
     def write_at(self, digest: str, offset: int, data: bytes) -> None:
         """Store ``data`` at ``offset`` durably before returning. Chunks already covered change nothing."""
+
+    def write_many(self, digest: str, chunks: Sequence[tuple[int, bytes]]) -> int:
+        """``write_at`` for each (offset, data); returns ``received``. A store may flush once for all;
+        and when the chunks complete the blob it may leave the flush to ``commit`` (which makes the
+        bytes durable before it hashes them) and return the blob's size: the caller commits next."""
+        for offset, data in chunks:
+            self.write_at(digest, offset, data)
+        return self.received(digest)
 
     @abstractmethod
     def received(self, digest: str) -> int:
@@ -93,16 +106,21 @@ class BlobStore(ABC):
         """Size of a committed blob; BlobNotFoundError if there is none."""
 
     @abstractmethod
-    def discard_staging(self, digest: str) -> None:
+    def discard_staging(self, digest: str, *, durable: bool = True) -> None:
         """Forget every staged chunk of ``digest`` (committed blobs are never touched)."""
 
 
 class LocalBlobStore(BlobStore):
     """Blobs at ``ROOT/aa/bb/<hex>`` (mode 0444, never overwritten); staging at ``STAGING/<hex>/``.
 
-    A staged chunk is its own file ``<offset:013>.<length:010>``, written durably (temp name, fsync,
-    rename, directory fsync): a chunk file under its final name is always complete and on disk, so
-    ``received`` never counts bytes a power cut could take back. ``size`` records the announced size.
+    A staging directory appears whole (built under a temporary name, synced, renamed into place): the
+    announced ``size`` and an empty ``data`` file, which chunks are written into at their offsets. A
+    chunk counts once its bytes are synced *and then* an empty marker ``<offset:013>.<length:010>``
+    is created and the directory synced: a marker always stands for bytes on disk, so ``received``
+    never counts bytes a power cut could take back. Commit syncs the staged file, hashes it back from
+    disk and, if it is right, links that very file into the store — no copy. Writers hold a shared
+    lock, commit an exclusive one (256 lock files, striped by digest), so nothing writes to a staged
+    file once it is being committed.
     """
 
     def __init__(self, root: Path, staging: Path) -> None:
@@ -110,6 +128,9 @@ class LocalBlobStore(BlobStore):
         self.staging = staging
         make_dir(root, mode=0o750)
         make_dir(staging, mode=0o750)
+        # Blobs whose last bytes this instance wrote without a flush or markers (write_many completed
+        # them): commit flushes before it hashes. Memory only: lost with the process, never claimed.
+        self._complete_unsynced: set[str] = set()
 
     # -- paths -----------------------------------------------------------------------------------
 
@@ -131,8 +152,8 @@ class LocalBlobStore(BlobStore):
         except ValueError:
             raise StoreError(f"staging of {digest} is damaged (size file); discard it") from None
 
-    def _parts(self, digest: str) -> list[tuple[int, int, Path]]:
-        """Staged chunks (offset, length, path), by offset; temp files (dot names) are not chunks."""
+    def _parts(self, digest: str) -> list[tuple[int, int]]:
+        """Durably staged ranges (offset, length) by offset, from the markers' names."""
         try:
             names = os.listdir(self._stage(digest))
         except FileNotFoundError:
@@ -141,17 +162,33 @@ class LocalBlobStore(BlobStore):
         for name in names:
             m = _PART_RE.fullmatch(name)
             if m:
-                parts.append((int(m.group(1)), int(m.group(2)), self._stage(digest) / name))
+                parts.append((int(m.group(1)), int(m.group(2))))
         return sorted(parts)
 
     @staticmethod
-    def _contiguous(parts: list[tuple[int, int, Path]]) -> int:
+    def _contiguous(parts: list[tuple[int, int]]) -> int:
         end = 0
-        for offset, length, _ in parts:
+        for offset, length in parts:
             if offset > end:
                 break
             end = max(end, offset + length)
         return end
+
+    @contextlib.contextmanager
+    def _lock(self, digest: str, *, exclusive: bool) -> Iterator[None]:
+        """Writers share, commit excludes. A lock file is never removed (removing one while another
+        process waits on it would let a third lock a new file of the same name)."""
+        lock_file = self.staging / f".lock-{blob_hex(digest)[:2]}"
+        if exclusive:
+            with exclusive_lock(lock_file):
+                yield
+            return
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
 
     # -- staging ---------------------------------------------------------------------------------
 
@@ -162,38 +199,115 @@ class LocalBlobStore(BlobStore):
             if self.size(digest) != size:
                 raise BlobSizeError(f"{digest} is stored with {self.size(digest)} bytes, not {size}")
             return
-        known = self._announced(digest)
-        if known is not None:
-            if known != size:
-                raise BlobSizeError(f"{digest} was announced with {known} bytes, not {size}")
-            return
+        try:
+            known = self._announced(digest)
+        except StoreError:
+            if self._parts(digest):
+                raise
+            # A size file a power cut emptied before anything was counted (it is synced with the first
+            # marker): nothing here was ever claimed, so announce it afresh.
+            self.discard_staging(digest)
+            known = None
+        if known is None:
+            self._announce(digest, size)
+            known = self._announced(digest)  # another worker may have announced it first
+        if known != size:
+            raise BlobSizeError(f"{digest} was announced with {known} bytes, not {size}")
+
+    def _announce(self, digest: str, size: int) -> None:
+        """The staging directory, made whole under a temporary name and renamed into place. Not synced
+        here: nothing is claimed until the first marker, which syncs it first (``_make_durable``), and a
+        blob completed before any marker is synced by commit."""
+        tmp = self.staging / f".new-{blob_hex(digest)}-{secrets.token_hex(4)}"
+        os.mkdir(tmp, 0o750)
+        try:
+            fd = os.open(tmp / "size", os.O_WRONLY | os.O_CREAT | os.O_EXCL, _STAGED_MODE)
+            try:
+                os.write(fd, str(size).encode())
+            finally:
+                os.close(fd)
+            fd = os.open(tmp / _DATA, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _STAGED_MODE)
+            try:
+                if size:
+                    # Allocated up front: writes into it then never grow the file, so they do not
+                    # wait on the journal behind another file's fsync (measured on ext4: 0.1 ms per MiB
+                    # instead of 0.2–2 ms). Unwritten parts read as zeros, which no hash check passes.
+                    with contextlib.suppress(OSError):  # a file system without fallocate: plain writes
+                        os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+            with contextlib.suppress(OSError):  # ENOTEMPTY/EEXIST: announced meanwhile by another worker
+                os.rename(tmp, self._stage(digest))  # a rename never replaces a non-empty directory
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _make_durable(self, digest: str) -> None:
+        """Before the first marker: the size file, the staging directory's entries, and its own name."""
         stage = self._stage(digest)
-        make_dir(stage, mode=0o750)
-        write_file(stage / "size", str(size).encode())
+        fd = os.open(stage / "size", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(stage)
+        fsync_dir(self.staging)
 
     def write_at(self, digest: str, offset: int, data: bytes) -> None:
-        if self.exists(digest):
-            return  # committed: nothing more to receive
-        size = self._announced(digest)
-        if size is None:
-            raise NotStagedError(f"{digest} was never announced (begin) in this store")
-        if offset < 0 or offset + len(data) > size:
-            raise BlobSizeError(f"chunk at {offset}+{len(data)} runs past {digest}'s {size} bytes")
-        if not data:
-            return
-        end = offset + len(data)
-        # A resent chunk (or one inside chunks already here) changes nothing: idempotent by (digest, offset).
-        covered = offset
-        for o, n, _ in self._parts(digest):
-            if o <= covered < o + n:
-                covered = o + n
-            if covered >= end:
-                return
-        try:
-            # Durable before it counts: temp name, fsync, rename, directory fsync.
-            write_file(self._stage(digest) / f"{offset:013d}.{len(data):010d}", data, mode=0o640)
-        except FileNotFoundError:
-            raise NotStagedError(f"staging of {digest} was discarded meanwhile; announce it again") from None
+        self._write(digest, [(offset, data)], defer_complete=False)
+
+    def write_many(self, digest: str, chunks: Sequence[tuple[int, bytes]]) -> int:
+        return self._write(digest, chunks, defer_complete=True)
+
+    def _write(self, digest: str, chunks: Sequence[tuple[int, bytes]], *, defer_complete: bool) -> int:
+        with self._lock(digest, exclusive=False):
+            if self.exists(digest):
+                return self.size(digest)  # committed: nothing more to receive
+            size = self._announced(digest)
+            if size is None:
+                raise NotStagedError(f"{digest} was never announced (begin) in this store")
+            for offset, data in chunks:
+                if offset < 0 or offset + len(data) > size:
+                    raise BlobSizeError(f"chunk at {offset}+{len(data)} runs past {digest}'s {size} bytes")
+            # Staged bytes are never written again: idempotent by (digest, offset), and a chunk resent
+            # with other bytes cannot change what was already counted.
+            marked = self._parts(digest)
+            covered = list(marked)
+            todo: list[tuple[int, memoryview]] = []
+            for offset, data in sorted(chunks, key=lambda c: c[0]):
+                for start, end in _uncovered(offset, offset + len(data), covered):
+                    todo.append((start, memoryview(data)[start - offset : end - offset]))
+                    covered = sorted([*covered, (start, end - start)])
+            if not todo:
+                return min(size, self._contiguous(marked))
+            try:
+                fd = os.open(self._stage(digest) / _DATA, os.O_WRONLY)
+            except FileNotFoundError:
+                raise NotStagedError(
+                    f"staging of {digest} was discarded meanwhile; announce it again"
+                ) from None
+            try:
+                for offset, view in todo:
+                    while view:
+                        n = os.pwrite(fd, view, offset)
+                        view, offset = view[n:], offset + n
+                if defer_complete and self._contiguous(covered) >= size:
+                    # Complete: commit comes next and syncs the file before it hashes; markers
+                    # would only be flushed to be deleted. Nothing is claimed for these bytes.
+                    self._complete_unsynced.add(digest)
+                    return size
+                # Durable before it counts: first the bytes ...
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            # ... then (before the first marker) the staging directory itself ...
+            if not marked:
+                self._make_durable(digest)
+            # ... then the markers that say so, then their names.
+            for offset, length in _merge([(o, len(v)) for o, v in todo]):
+                marker = self._stage(digest) / f"{offset:013d}.{length:010d}"
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, _STAGED_MODE))
+            fsync_dir(self._stage(digest))
+            return min(size, self._contiguous(_merge([*marked, *((o, len(v)) for o, v in todo)])))
 
     def received(self, digest: str) -> int:
         if self.exists(digest):
@@ -203,83 +317,61 @@ class LocalBlobStore(BlobStore):
             return 0
         return min(size, self._contiguous(self._parts(digest)))
 
-    def discard_staging(self, digest: str) -> None:
+    def discard_staging(self, digest: str, *, durable: bool = True) -> None:
+        self._complete_unsynced.discard(digest)
         stage = self._stage(digest)
         if stage.exists():
             # Rename first, so no reader ever sees half a staging directory, then remove.
             trash = self.staging / f".discard-{blob_hex(digest)}-{secrets.token_hex(4)}"
             with contextlib.suppress(FileNotFoundError):
                 os.replace(stage, trash)
-                fsync_dir(self.staging)
+                if durable:
+                    fsync_dir(self.staging)
                 shutil.rmtree(trash, ignore_errors=True)
 
     # -- commit ----------------------------------------------------------------------------------
 
     def commit(self, digest: str) -> int:
         final = self._final(digest)
-        # Two workers may finish the same file at once: one assembles, the other finds the blob there.
-        # 256 lock files, striped by digest: a lock file is never removed (removing one while another
-        # process waits on it would let a third lock a new file of the same name).
-        with exclusive_lock(self.staging / f".lock-{blob_hex(digest)[:2]}"):
+        # Two workers may finish the same file at once: one links, the other finds the blob there.
+        with self._lock(digest, exclusive=True):
             if final.exists():
-                self.discard_staging(digest)  # a crash may have left it after the link below
+                # Left behind by a crash after the link below, or by another worker: no need to make
+                # its removal durable (a staging directory beside a committed blob is dropped again).
+                self.discard_staging(digest, durable=False)
                 return final.stat().st_size
             size = self._announced(digest)
             if size is None:
                 raise NotStagedError(f"{digest} was never announced (begin) in this store")
-            parts = self._parts(digest)
-            have = min(size, self._contiguous(parts))
-            if have < size:
-                raise IncompleteError(f"{digest}: {have} of {size} bytes received")
+            if digest not in self._complete_unsynced:
+                have = min(size, self._contiguous(self._parts(digest)))
+                if have < size:
+                    raise IncompleteError(f"{digest}: {have} of {size} bytes received")
             make_dir(final.parent, mode=0o750)
-            tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+            staged = self._stage(digest) / _DATA
+            fd = os.open(staged, os.O_RDONLY)
             try:
-                self._assemble(tmp, parts, size)
-                # The check is over the bytes as stored, read back from the file — not over what
-                # we meant to write.
-                actual, length = file_digest(tmp)
-                if actual != digest or length != size:
-                    self.discard_staging(digest)
-                    raise HashMismatchError(
-                        f"the {length} bytes received hash to {actual}, not to the signed {digest}; "
-                        "the staged bytes were discarded",
-                        actual=actual,
-                    )
-                # link, not rename: link never replaces an existing name, so a blob is written once.
-                # (FileExistsError: committed meanwhile by another process; same digest, same bytes.)
-                with contextlib.suppress(FileExistsError):
-                    os.link(tmp, final)
-                fsync_dir(final.parent)
+                os.fchmod(fd, BLOB_MODE)
+                os.fsync(fd)  # every byte, and the file itself, on disk before it is hashed and linked
             finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-            self.discard_staging(digest)
+                os.close(fd)
+            # The check is over the bytes as stored, read back from the file — not over what we meant
+            # to write.
+            actual, length = file_digest(staged)
+            if actual != digest or length != size:
+                self.discard_staging(digest)
+                raise HashMismatchError(
+                    f"the {length} bytes received hash to {actual}, not to the signed {digest}; "
+                    "the staged bytes were discarded",
+                    actual=actual,
+                )
+            # link, not rename: link never replaces an existing name, so a blob is written once.
+            # (FileExistsError: committed meanwhile by another process; same digest, same bytes.)
+            with contextlib.suppress(FileExistsError):
+                os.link(staged, final)
+            fsync_dir(final.parent)
+            self.discard_staging(digest, durable=False)
             return size
-
-    @staticmethod
-    def _assemble(tmp: Path, parts: list[tuple[int, int, Path]], size: int) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BLOB_MODE)
-        try:
-            pos = 0
-            for offset, length, path in parts:
-                if pos >= size:
-                    break
-                if offset + length <= pos:
-                    continue  # wholly inside bytes already written
-                with open(path, "rb") as f:
-                    f.seek(pos - offset)
-                    while pos < offset + length:
-                        buf = f.read(min(_COPY, offset + length - pos))
-                        if not buf:
-                            raise StoreError(f"staged chunk {path.name} is shorter than its name says")
-                        view = memoryview(buf)
-                        while view:
-                            n = os.write(fd, view)
-                            view = view[n:]
-                        pos += len(buf)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -297,3 +389,34 @@ class LocalBlobStore(BlobStore):
             return self._final(digest).stat().st_size
         except FileNotFoundError:
             raise BlobNotFoundError(f"no stored blob {digest}") from None
+
+
+def _uncovered(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [start, end) that no (offset, length) of ``covered`` (sorted by offset) holds."""
+    out = []
+    pos = start
+    for offset, length in covered:
+        if offset + length <= pos:
+            continue
+        if offset >= end:
+            break
+        if offset > pos:
+            out.append((pos, offset))
+        pos = max(pos, offset + length)
+        if pos >= end:
+            break
+    if pos < end:
+        out.append((pos, end))
+    return out
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Adjacent or overlapping (offset, length) ranges joined: one marker for a run of chunks."""
+    out: list[tuple[int, int]] = []
+    for offset, length in sorted(ranges):
+        if out and offset <= out[-1][0] + out[-1][1]:
+            o, n = out[-1]
+            out[-1] = (o, max(n, offset + length - o))
+        else:
+            out.append((offset, length))
+    return out

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -28,6 +28,7 @@ from custody.timefmt import utc_timestamp
 from custody.trust import KeyStatus
 from edge.sync.protocol import (
     MAX_RECORD_MESSAGE,
+    Chunk,
     ProtocolError,
     Topics,
     have_answer,
@@ -66,6 +67,8 @@ _EXCERPT: Final = 512
 _SALVAGE_LIMIT: Final = 1024 * 1024
 _HAVE_INTERVAL: Final = 1.0
 _RETRIES: Final = 3
+#: Records whose announced file the handler remembers (a cache: records never change once filed).
+_ANNOUNCEMENTS_CACHED: Final = 4096
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,32 @@ class Outgoing:
 
     topic: str
     payload: bytes
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Files whose bytes have all been written, for ``IngestHandler.complete``: (the dock whose chunk
+    completed the file, its digest)."""
+
+    files: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class _Announcement:
+    """What an accepted record says of its file."""
+
+    digest: str
+    size: int
+    hash: str  # the record's hash (acks name it)
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """A chunk that passed its checks, to be stored."""
+
+    dock: str
+    chunk: Chunk
+    hash: str
 
 
 class _RefusalError(Exception):
@@ -104,6 +133,7 @@ class IngestHandler:
         self.signer = signer
         self.actor = actor
         self._last_have: dict[str, float] = {}
+        self._announcements: dict[tuple[str, int], _Announcement] = {}
 
     # -- entry -----------------------------------------------------------------------------------
 
@@ -117,6 +147,77 @@ class IngestHandler:
             log.exception("failed handling a message on %r", topic)
             self._log_error(topic, payload, exc)
             return []
+
+    def handle_many(
+        self, messages: Sequence[tuple[str, bytes, list[tuple[str, str]] | None]]
+    ) -> list[Outgoing]:
+        """Handle several messages in order, as ``handle`` would one by one, except that the chunks of a
+        file among them are written with one flush: each gets a ``pending`` ack with the count durable
+        after all of them, and chunks that complete the file together get the file's ``stored`` acks.
+        Never raises; after an exception no answer is given for any of them (each is kept as an
+        ``error`` event; the docks resend)."""
+        answers, completion = self.handle_batch(messages, defer=False)
+        assert completion is None
+        return answers
+
+    def handle_batch(
+        self, messages: Sequence[tuple[str, bytes, list[tuple[str, str]] | None]], *, defer: bool
+    ) -> tuple[list[Outgoing], Completion | None]:
+        """``handle_many``; with ``defer``, files whose last bytes came in these messages are not
+        committed here but returned as a ``Completion`` for ``complete`` (on another thread, so that
+        one file's fsync, hash read-back and database commit overlap the next file's messages). The
+        answers returned claim only what is durable now; the completion's come from ``complete``."""
+        completions: list[tuple[str, str]] | None = [] if defer else None
+        try:
+            answers = self._dispatch_many(messages, completions)
+        except Exception as exc:
+            log.exception("failed handling %d messages", len(messages))
+            for topic, payload, _ in messages:
+                self._log_error(topic, payload, exc)
+            return [], None
+        return answers, Completion(tuple(completions)) if completions else None
+
+    def complete(self, completion: Completion) -> list[Outgoing]:
+        """Commit the files of a deferred completion and file them; their answers. Never raises."""
+        out: list[Outgoing] = []
+        for dock, digest in completion.files:
+            try:
+                outcome = complete_file(
+                    factory=self.factory, store=self.store, digest=digest, actor=self.actor, dock=dock
+                )
+            except Exception as exc:  # as in handle(): logged, kept as an event, unanswered (resent)
+                log.exception("failed completing %s", digest)
+                self._log_error(f"{self.prefix}/dev/{dock}/up/chunk", digest.encode(), exc)
+                continue
+            out += self._file_answers(dock, outcome)
+        return out
+
+    def _dispatch_many(
+        self,
+        messages: Sequence[tuple[str, bytes, list[tuple[str, str]] | None]],
+        completions: list[tuple[str, str]] | None = None,
+    ) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        files: dict[str, list[_Accepted]] = {}
+        for topic, payload, properties in messages:
+            try:
+                dock, direction, what = parse_topic(topic, self.prefix)
+            except ProtocolError:
+                dock, direction, what = "", "", ""
+            if direction != "up" or what != "chunk":
+                for accepted in files.values():  # what came before is done before
+                    out += self._store_chunks(accepted, completions)
+                files.clear()
+                out += self._dispatch(topic, payload, properties)
+                continue
+            checked = self._check_chunk(dock, payload, properties)
+            if isinstance(checked, list):
+                out += checked
+            else:
+                files.setdefault(checked.chunk.digest, []).append(checked)
+        for accepted in files.values():
+            out += self._store_chunks(accepted, completions)
+        return out
 
     def _dispatch(
         self, topic: str, payload: bytes, properties: list[tuple[str, str]] | None
@@ -278,6 +379,7 @@ class IngestHandler:
         if acc.status == "stored":
             status = "stored" if acc.new else "duplicate"
             return [self._ack(dock, acc.device, acc.seq, acc.hash, status, received=acc.size)]
+        self._remember(acc.device, acc.seq, _Announcement(acc.digest, acc.size, acc.hash))
         self.store.begin(acc.digest, acc.size)
         got = self.store.received(acc.digest)
         if got >= acc.size:  # nothing left to send (an empty file, or all staged before a restart)
@@ -294,6 +396,14 @@ class IngestHandler:
     def _on_chunk(
         self, dock: str, payload: bytes, properties: list[tuple[str, str]] | None
     ) -> list[Outgoing]:
+        checked = self._check_chunk(dock, payload, properties)
+        return checked if isinstance(checked, list) else self._store_chunks([checked])
+
+    def _check_chunk(
+        self, dock: str, payload: bytes, properties: list[tuple[str, str]] | None
+    ) -> list[Outgoing] | _Accepted:
+        """A chunk judged against the record that announced its file: the answer if that settles it
+        (rejected, duplicate), else the chunk to store."""
         try:
             chunk = parse_chunk(properties, payload)
         except ProtocolError as exc:
@@ -313,59 +423,111 @@ class IngestHandler:
                 payload=payload,
                 properties=props,
             )
-        with self.factory() as s:
-            row = s.execute(
-                select(Segment.digest, EvidenceFile.size, EvidenceFile.status, Record.hash)
-                .join(Record, Record.id == Segment.record_id)
-                .join(EvidenceFile, EvidenceFile.digest == Segment.digest)
-                .where(Segment.device == chunk.recorder, Segment.seq == chunk.seq)
-            ).first()
+        announced = self._announced(chunk.recorder, chunk.seq)
         where = {"recorder": chunk.recorder, "seq": chunk.seq, "digest": chunk.digest, "offset": chunk.offset}
-        if row is None or row.digest != chunk.digest:
+        if announced is None or announced.digest != chunk.digest:
             return self._reject(
                 dock,
                 "unannounced",
                 f"unannounced: no accepted record {chunk.recorder}/{chunk.seq} announces {chunk.digest}",
                 recorder=chunk.recorder,
                 seq=chunk.seq,
-                rhash=row.hash if row else "",
+                rhash=announced.hash if announced else "",
                 digest=chunk.digest,
                 properties=where,
             )
-        if row.size != chunk.size:
+        if announced.size != chunk.size:
             return self._reject(
                 dock,
                 "size-mismatch",
-                f"size-mismatch: the record signed {row.size} bytes, the chunk says {chunk.size}",
+                f"size-mismatch: the record signed {announced.size} bytes, the chunk says {chunk.size}",
                 recorder=chunk.recorder,
                 seq=chunk.seq,
-                rhash=row.hash,
+                rhash=announced.hash,
                 digest=chunk.digest,
                 properties=where,
             )
-        if row.status == "stored":
-            return [self._ack(dock, chunk.recorder, chunk.seq, row.hash, "duplicate", received=row.size)]
+        # A committed blob whose row says stored: nothing to do. (Committed with the row still pending —
+        # a worker died in between — goes on below and completes the row.)
+        if self.store.exists(chunk.digest) and self._file_status(chunk.digest) == "stored":
+            return [
+                self._ack(dock, chunk.recorder, chunk.seq, announced.hash, "duplicate", received=chunk.size)
+            ]
+        return _Accepted(dock, chunk, announced.hash)
+
+    def _store_chunks(
+        self, accepted: list[_Accepted], completions: list[tuple[str, str]] | None = None
+    ) -> list[Outgoing]:
+        """Chunks of one file: written with one flush, then answered — each ``pending`` with the durable
+        contiguous count — or, when they complete the file, by the file's completion (now, or added to
+        ``completions`` when given)."""
+        first = accepted[0].chunk
         try:
-            self.store.begin(chunk.digest, chunk.size)
-            self.store.write_at(chunk.digest, chunk.offset, chunk.data)  # durable before it returns
+            self.store.begin(first.digest, first.size)
+            # ``got`` is durable — every pending answer below claims no more than is on disk — unless
+            # these chunks complete the file: then commit (in complete_file) syncs before it hashes.
+            got = self.store.write_many(first.digest, [(a.chunk.offset, a.chunk.data) for a in accepted])
         except (BlobSizeError, NotStagedError) as exc:
-            return self._reject(
-                dock,
-                "size-mismatch",
-                f"size-mismatch: {exc}",
-                recorder=chunk.recorder,
-                seq=chunk.seq,
-                rhash=row.hash,
-                digest=chunk.digest,
-                properties=where,
-            )
-        got = self.store.received(chunk.digest)
-        if got < chunk.size:
-            return [self._ack(dock, chunk.recorder, chunk.seq, row.hash, "pending", received=got)]
+            out = []
+            for a in accepted:
+                where = {"recorder": a.chunk.recorder, "seq": a.chunk.seq, "digest": a.chunk.digest,
+                         "offset": a.chunk.offset}  # fmt: skip
+                out += self._reject(
+                    a.dock,
+                    "size-mismatch",
+                    f"size-mismatch: {exc}",
+                    recorder=a.chunk.recorder,
+                    seq=a.chunk.seq,
+                    rhash=a.hash,
+                    digest=a.chunk.digest,
+                    properties=where,
+                )
+            return out
+        if got < first.size:
+            # Every chunk is answered, each with the count durable now (one flush covered them all).
+            return [
+                self._ack(a.dock, a.chunk.recorder, a.chunk.seq, a.hash, "pending", received=got)
+                for a in accepted
+            ]
+        if completions is not None:
+            completions.append((accepted[0].dock, first.digest))
+            return []
         outcome = complete_file(
-            factory=self.factory, store=self.store, digest=chunk.digest, actor=self.actor, dock=dock
+            factory=self.factory,
+            store=self.store,
+            digest=first.digest,
+            actor=self.actor,
+            dock=accepted[0].dock,
         )
-        return self._file_answers(dock, outcome)
+        return self._file_answers(accepted[0].dock, outcome)
+
+    def _announced(self, recorder: str, seq: int) -> _Announcement | None:
+        """The file the accepted record (recorder, seq) announced. Cached: a filed record never changes
+        (UNIQUE (device, seq), append-only), so a cached answer is as good as the database's."""
+        key = (recorder, seq)
+        hit = self._announcements.get(key)
+        if hit is not None:
+            return hit
+        with self.factory() as s:
+            row = s.execute(
+                select(Segment.digest, EvidenceFile.size, Record.hash)
+                .join(Record, Record.id == Segment.record_id)
+                .join(EvidenceFile, EvidenceFile.digest == Segment.digest)
+                .where(Segment.device == recorder, Segment.seq == seq)
+            ).first()
+        if row is None:
+            return None
+        return self._remember(recorder, seq, _Announcement(row.digest, row.size, row.hash))
+
+    def _remember(self, recorder: str, seq: int, announced: _Announcement) -> _Announcement:
+        if len(self._announcements) >= _ANNOUNCEMENTS_CACHED:
+            self._announcements.clear()
+        self._announcements[(recorder, seq)] = announced
+        return announced
+
+    def _file_status(self, digest: str) -> str | None:
+        with self.factory() as s:
+            return s.scalar(select(EvidenceFile.status).where(EvidenceFile.digest == digest))
 
     def _file_answers(self, dock: str, outcome: FileOutcome) -> list[Outgoing]:
         """Acks for every record naming the file, each to the dock that brought that record."""

@@ -162,7 +162,7 @@ def test_defaults_fill_what_a_minimal_dock_config_leaves_out(tmp_path: Path) -> 
         encoding="utf-8",
     )
     c = load_dock_config(path)
-    assert (c.sync.window, c.sync.chunk_window) == (16, 4)
+    assert (c.sync.window, c.sync.chunk_window) == (16, 16)
     assert (c.sync.retry_max_s, c.sync.ack_timeout_s, c.sync.poll_s) == (60.0, 10.0, 1.0)
     assert c.sync.session_expiry_s == 3600
     # Not written: beside this file (and the dock also looks beside [mqtt.tls] ca).
@@ -188,6 +188,7 @@ def test_sync_overrides_from_the_command_line_keep_the_bounds() -> None:
 
 def test_too_many_chunk_bytes_in_flight_are_refused(tmp_path: Path) -> None:
     path = variant(tmp_path, DOCK, "chunk_bytes = 1048576", "chunk_bytes = 8388608")
+    path = variant(tmp_path, path, "chunk_window = 16", "chunk_window = 4")
     load_dock_config(path)  # 4 × 8 MiB in flight is fine
     path = variant(tmp_path, path, "chunk_window = 4", "chunk_window = 16")
     with pytest.raises(ConfigError) as excinfo:
@@ -306,9 +307,9 @@ WRONG_VALUES = [
     (DOCK, 'topic_prefix = "fieldproof/v1"', 'topic_prefix = "fieldproof/#"', "mqtt.topic_prefix"),
     (DOCK, 'reference = "ntp"', 'reference = "sundial"', "clock.reference"),
     (DOCK, "brokers = [", "brokers = [] #", "mqtt.brokers"),
-    (DOCK, "window = 16", "window = 17", "sync.window (line"),
-    (DOCK, "window = 16", "window = 17", "less than or equal to 16"),
-    (DOCK, "chunk_window = 4", "chunk_window = 0", "sync.chunk_window (line"),
+    (DOCK, "\nwindow = 16", "\nwindow = 17", "sync.window (line"),
+    (DOCK, "\nwindow = 16", "\nwindow = 17", "less than or equal to 16"),
+    (DOCK, "chunk_window = 16", "chunk_window = 0", "sync.chunk_window (line"),
     (DOCK, "retry_max_s = 60", 'retry_max_s = "60"', "sync.retry_max_s (line"),
     (DOCK, "retry_max_s = 60", "retry_max_s = 0.5", "greater than or equal to 1"),
     (DOCK, "ack_timeout_s = 10", "ack_timeout_s = 0.1", "sync.ack_timeout_s (line"),

@@ -148,42 +148,72 @@ def test_two_workers_committing_the_same_blob(store: LocalBlobStore, tmp_path: P
 
 
 def test_durability_order(store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A chunk counts only after its bytes and its name are on disk; a blob is linked only after its
-    bytes are on disk, and commit returns only after the link is."""
+    """A chunk counts only after its bytes and then its marker's name are on disk; a blob is linked only
+    after its bytes are on disk, and commit returns only after the link is."""
     calls: list[tuple[str, str]] = []
-    real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
+    real_fsync, real_fdatasync, real_link = os.fsync, os.fdatasync, os.link
+    data = os.urandom(10_000)
+    d = _digest(data)
+    stage = store.staging / d[7:]
+    marker = stage / f"{0:013d}.{len(data):010d}"
 
-    def fsync(fd: int) -> None:
-        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
+    def sync(kind: str, real: object) -> object:
+        def wrapped(fd: int) -> None:
+            # What was synced, and whether the chunk's marker already existed at that moment.
+            calls.append((kind, os.readlink(f"/proc/self/fd/{fd}") + ("+marker" if marker.exists() else "")))
+            real(fd)  # type: ignore[operator]
 
-    def replace(src: object, dst: object) -> None:
-        calls.append(("rename", str(dst)))
-        real_replace(src, dst)  # type: ignore[arg-type]
+        return wrapped
 
     def link(src: object, dst: object) -> None:
         calls.append(("link", str(dst)))
         real_link(src, dst)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", sync("fsync", real_fsync))
+    monkeypatch.setattr(os, "fdatasync", sync("fdatasync", real_fdatasync))
     monkeypatch.setattr(os, "link", link)
-    data = os.urandom(10_000)
-    d = _digest(data)
     store.begin(d, len(data))
     calls.clear()
     store.write_at(d, 0, data)
-    part = str(store.staging / d[7:] / f"{0:013d}.{len(data):010d}")
-    names = [c[0] for c in calls]
-    assert names == ["fsync", "rename", "fsync"], calls
-    assert calls[0][1].startswith(str(store.staging / d[7:] / "."))  # the temp file's bytes first
-    assert calls[1] == ("rename", part)
-    assert calls[2] == ("fsync", str(store.staging / d[7:]))  # then the directory entry
+    # The staged bytes first, then (first time) the staging directory's files and its own name, all
+    # with no marker yet; then the marker's name.
+    assert calls[0] == ("fdatasync", str(stage / "data")), calls
+    assert {("fsync", str(stage / "size")), ("fsync", str(stage)), ("fsync", str(store.staging))} <= set(
+        calls[1:-1]
+    ), calls
+    assert not [c for c in calls[:-1] if c[1].endswith("+marker")], calls
+    assert calls[-1] == ("fsync", str(stage) + "+marker"), calls
+    assert store.received(d) == len(data)
 
     calls.clear()
     store.commit(d)
     final = str(store.root / store.key(d))
     i_link = calls.index(("link", final))
-    file_syncs = [c for c in calls[:i_link] if c[0] == "fsync" and Path(c[1]).name.startswith(f".{d[7:]}.")]
-    assert file_syncs, calls  # the assembled bytes were synced before the name appeared
-    assert ("fsync", str(Path(final).parent)) in calls[i_link + 1 :]  # and the name after
+    before = [c[1].removesuffix("+marker") for c in calls[:i_link] if c[0] == "fsync"]
+    after = [c[1].removesuffix("+marker") for c in calls[i_link + 1 :] if c[0] == "fsync"]
+    assert str(stage / "data") in before  # the blob's file, before its name
+    assert str(Path(final).parent) in after  # then the name
+
+
+def test_write_many_flushes_once_and_leaves_a_completing_flush_to_commit(
+    store: LocalBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(4 * 65536 + 123)
+    d = _digest(data)
+    store.begin(d, len(data))
+    chunks = [(off, data[off : off + 65536]) for off in range(0, len(data), 65536)]
+    syncs: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+    # Out of order, with a chunk twice: one flush for the lot, counted contiguously.
+    assert store.write_many(d, [chunks[2], chunks[0], chunks[1], chunks[0]]) == 3 * 65536
+    assert len(syncs) == 1
+    assert store.received(d) == 3 * 65536
+    # The chunks that complete the blob are not flushed nor claimed here: a store that died now
+    # (another instance reading the same directory) counts only what was durable before.
+    assert store.write_many(d, chunks[3:]) == len(data)
+    assert len(syncs) == 1
+    assert LocalBlobStore(tmp_path / "store", tmp_path / "data" / "staging").received(d) == 3 * 65536
+    assert store.commit(d) == len(data)  # commit syncs, hashes the stored bytes and links them
+    with store.open(d) as f:
+        assert f.read() == data

@@ -1,0 +1,107 @@
+"""Chunks handled in batches (docs/sync-protocol.md §8 rule 10): one flush for the lot, every chunk
+answered with what is durable, a file completed by a batch committed and acked only afterwards, and the
+worker's PUBACKs still in arrival order."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from custody.digest import file_digest
+from edge.sync.protocol import chunk_properties, record_message
+from server.config import ServerSettings
+from server.custody_log.service import events_for
+from server.db import make_engine, session_factory
+from server.ingest.acks import AckSigner
+from server.ingest.worker import IngestWorker, _Ticket
+from tests.server.conftest import Fleet
+from tests.server.dock import spool_records
+from tests.server.test_handler import UP, _acks, _handler
+
+CHUNK = 64 * 1024
+
+
+def test_a_batch_is_answered_by_what_is_durable_and_a_completing_batch_only_after_commit(
+    tmp_path: Path, fleet: Fleet, settings: ServerSettings
+) -> None:
+    keys = dict(AckSigner.from_ca_dir(fleet.ca).public_keys)
+    h = _handler(settings, fleet, "ingest:batch")
+    spool = fleet.make_spool(tmp_path / "spool", segments=1, size=5 * CHUNK - 100)
+    (l0, _), (l1, seg) = spool_records(spool)[:2]
+    h.handle(UP + "record", record_message("REC-0001", l0, [fleet.cert("REC-0001")]))
+    assert _acks(h.handle(UP + "record", record_message("REC-0001", l1)), keys)[0]["status"] == "pending"
+    digest, data = seg["body"]["digest"], (spool / "media" / seg["body"]["file"]).read_bytes()
+
+    def chunks(*offsets: int) -> list[tuple[str, bytes, list[tuple[str, str]]]]:
+        return [
+            (
+                UP + "chunk",
+                data[o : o + CHUNK],
+                chunk_properties(
+                    recorder="REC-0001", seq=seg["seq"], digest=digest, offset=o, size=len(data)
+                ),
+            )
+            for o in offsets
+        ]
+
+    # Three chunks, one of them twice: one flush, and four answers with the count durable after them.
+    answers, completion = h.handle_batch(chunks(CHUNK, 0, 2 * CHUNK, 0), defer=True)
+    acks = _acks(answers, keys)
+    assert completion is None
+    assert [(a["status"], a["received"]) for a in acks] == [("pending", 3 * CHUNK)] * 4
+    assert h.store.received(digest) == 3 * CHUNK
+
+    # The rest completes the file: no answer yet, and nothing is claimed — a worker dying now would
+    # leave the file pending and the last bytes uncounted.
+    answers, completion = h.handle_batch(chunks(3 * CHUNK, 4 * CHUNK), defer=True)
+    assert answers == []
+    assert completion is not None
+    assert not h.store.exists(digest)
+    assert _handler(settings, fleet, "ingest:other").store.received(digest) == 3 * CHUNK
+    assert _filed(settings, seg["seq"]) == 0
+
+    acks = _acks(h.complete(completion), keys)
+    assert [(a["seq"], a["status"], a["received"]) for a in acks] == [(seg["seq"], "stored", len(data))]
+    assert file_digest(settings.store_root / h.store.key(digest)) == (digest, len(data))
+    assert _filed(settings, seg["seq"]) == 1
+    # And a chunk resent afterwards is a duplicate, as always.
+    assert _acks(h.handle_many(chunks(0)), keys)[0]["status"] == "duplicate"
+
+
+def _filed(settings: ServerSettings, seq: int) -> int:
+    engine = make_engine(settings.db_url)
+    try:
+        with session_factory(engine)() as s:
+            return sum(e.seq == seq for e in events_for(session=s, kind="filed", device="REC-0001"))
+    finally:
+        engine.dispose()
+
+
+class _Broker:
+    """Stands in for the paho client: records PUBACKs."""
+
+    def __init__(self) -> None:
+        self.pubacks: list[int] = []
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.pubacks.append(mid)
+
+    def publish(self, *_a: Any, **_k: Any) -> Any:
+        raise AssertionError("nothing to publish here")
+
+
+def test_pubacks_go_in_arrival_order_behind_a_deferred_completion(settings: ServerSettings) -> None:
+    worker = IngestWorker(settings, client_id="test-puback-order")
+    broker = _Broker()
+    worker.client = broker  # type: ignore[assignment]
+    conn = worker._connection
+    waiting = _Ticket([(1, 1, conn), (2, 1, conn)], done=threading.Event())
+    worker._tickets.extend([waiting, _Ticket([(3, 1, conn)]), _Ticket([(4, 1, conn + 1)])])
+    worker._send_pubacks()
+    assert broker.pubacks == []  # 3 waits for 1 and 2, whose file is still being committed
+    assert waiting.done is not None
+    waiting.done.set()
+    worker._send_pubacks()
+    assert broker.pubacks == [1, 2, 3]  # 4 came on another connection: no PUBACK is owed on this one
+    worker.engine.dispose()
