@@ -60,7 +60,7 @@ def make_chain(n: int) -> tuple[list[bytes], BenchSigner]:
             size=12_000_000 + i,
             start=start,
             case="津人社监察〔2026〕17号",
-            subject="91120116MA05JQ2X4U",
+            subject="91120116MA05JQ2X4C",
             matter="CF-02",
             proof="用人单位违反劳务派遣规定的现场情况",
         )

@@ -220,7 +220,7 @@ def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
             marks=("show-credentials", "inform-rights"),
             officer="12010019001",
             case="津人社监察〔2026〕17号",
-            subject="91120116MA05JQ2X4U",
+            subject="91120116MA05JQ2X4C",
             matter="CF-02",
             scene="onsite-inspection",
             proof="用人单位违反劳务派遣规定的现场情况",

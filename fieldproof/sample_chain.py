@@ -98,7 +98,7 @@ def write_sample_spool(
     start: datetime | None = None,
     seconds: int = 10,
     case: str = "津人社监察〔2026〕17号",
-    subject: str = "91120116MA05JQ2X4U",
+    subject: str = "91120116MA05JQ2X4C",
 ) -> SpoolWriter:
     """Write a spool: boot, a recording of ``segments`` segments with a marker, an annotation, a clock record."""
     spool = SpoolWriter.create(root, signer=signer, device=device, ca_chain=ca_chain)

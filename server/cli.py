@@ -1,4 +1,4 @@
-"""`fieldproof server migrate | ingest | api` (settings from FIELDPROOF_* environment variables)."""
+"""`fieldproof server migrate | ingest | api | log-sequence | user` (settings from FIELDPROOF_* variables)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,45 @@ def add_parser(subparsers: Any) -> None:
             q.add_argument("--host", help="FIELDPROOF_API_HOST")
             q.add_argument("--port", type=int, help="FIELDPROOF_API_PORT")
         q.add_argument("-v", "--verbose", action="store_true", help="log every message handled")
+        q.set_defaults(func=func)
+    _add_user_parser(sub)
+
+
+def _add_user_parser(sub: Any) -> None:
+    """``server user add | set-password``: how a bureau creates its first IT admin (docs/access.md)."""
+    from server.auth.principal import Role
+
+    text = "manage users from the server's shell (the first IT admin; a forgotten admin password)"
+    u = sub.add_parser("user", help=text, description=text)
+    actions = u.add_subparsers(dest="user_command", metavar="ACTION")
+    actions.required = True
+    for name, func, what in (
+        ("add", _user_add, "create a user with one or more roles"),
+        ("set-password", _user_set_password, "set a user's password (ends their browser sessions)"),
+    ):
+        q = actions.add_parser(name, help=what, description=what)
+        q.add_argument("username", metavar="USERNAME")
+        if name == "add":
+            q.add_argument(
+                "--role",
+                dest="roles",
+                action="append",
+                required=True,
+                choices=[r.value for r in Role],
+                metavar="ROLE",
+                help=f"a role to give (repeat for several): {', '.join(r.value for r in Role)}",
+            )
+            q.add_argument("--display-name", help="the name shown to others (default: the username)")
+            q.add_argument("--officer-id", type=int, help="the officer record of this user, if any")
+        q.add_argument(
+            "--password-file",
+            type=Path,
+            metavar="FILE",
+            help="read the password from the first line of FILE (default: ask twice on the terminal)",
+        )
+        q.add_argument("--data-dir", type=Path, help="FIELDPROOF_DATA_DIR")
+        q.add_argument("--database-url", help="FIELDPROOF_DATABASE_URL")
+        q.add_argument("-v", "--verbose", action="store_true", help="more logging")
         q.set_defaults(func=func)
 
 
@@ -136,6 +175,86 @@ def _log_sequence(args: argparse.Namespace) -> int:
             print("custody log: nothing new to sequence")
         if args.every is None or stop.wait(args.every):
             return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    """The new password: the first line of --password-file, else typed twice (never echoed, never an argument)."""
+    import getpass
+
+    from server.auth.errors import InvalidInputError
+
+    if args.password_file is not None:
+        try:
+            lines = args.password_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(
+                f"cannot read the password file {args.password_file}: {exc}", field="password"
+            ) from None
+        if not lines:
+            raise InvalidInputError(f"the password file {args.password_file} is empty", field="password")
+        return lines[0]
+    first = getpass.getpass(f"password for {args.username}: ")
+    if getpass.getpass("the same again: ") != first:
+        raise InvalidInputError("the two passwords differ; nothing was changed", field="password")
+    return first
+
+
+def _user_session(args: argparse.Namespace) -> Any:
+    from server.db import check_migrated, make_engine, session_factory
+
+    settings = _settings(args)
+    engine = make_engine(settings.db_url)
+    check_migrated(engine)
+    return session_factory(engine)
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from server.auth.principal import Role
+    from server.auth.service import count_users, create_user
+    from server.db import transaction
+
+    factory = _user_session(args)
+    password = _read_password(args)
+    with transaction(factory) as session:
+        first = count_users(session) == 0
+        user = create_user(
+            session,
+            username=args.username,
+            password=password,
+            roles=args.roles,
+            display_name=args.display_name,
+            officer_id=args.officer_id,
+        )
+        session.flush()
+        roles = ", ".join(sorted(r.value for r in user.roles))
+        user_id = user.id
+    print(f"user {args.username} created (id {user_id}) with the role(s) {roles}")
+    if first and Role.IT_ADMIN.value not in args.roles:
+        print(
+            "note: this is the first user and not an IT admin; nobody can manage users over the API "
+            "until one exists (`fieldproof server user add NAME --role it-admin`)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _user_set_password(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from server.auth.errors import NotFoundError
+    from server.auth.models import User
+    from server.auth.service import set_password
+    from server.db import transaction
+
+    factory = _user_session(args)
+    password = _read_password(args)
+    with transaction(factory) as session:
+        user_id = session.scalar(select(User.id).where(User.username == args.username))
+        if user_id is None:
+            raise NotFoundError(f"no user {args.username!r}: see `fieldproof server user add`")
+        set_password(session, user_id=user_id, password=password)
+    print(f"password of {args.username} set; their browser sessions have ended")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

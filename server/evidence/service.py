@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.cases.footage import index_segment
 from server.custody_log.service import log_event
 from server.db import insert_ignore, transaction, utc_now
 from server.errors import HashMismatchError, ServerError
@@ -57,6 +60,7 @@ def add_segment(*, session: Session, record: Record, body: dict[str, Any]) -> Se
     )
     session.add(segment)
     session.flush()
+    index_segment(session=session, segment_id=segment.id, body=body)  # for search by place, matter, proof
     # An annotation normally comes after its target; if it arrived first, apply it now.
     later = session.execute(
         select(Record.seq, Record.line).where(
@@ -253,3 +257,85 @@ def list_segments(*, session: Session, device: str) -> list[SegmentListing]:
         .order_by(Segment.seq)
     )
     return [SegmentListing(*r) for r in rows]
+
+
+# -- reading blobs: HTTP byte ranges (RFC 9110 §14) ------------------------------------------------------
+
+
+class RangeNotSatisfiableError(ServerError):
+    """The Range asked for lies outside the blob (answer 416 with ``Content-Range: bytes */size``)."""
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes ``start`` to ``end`` inclusive of a blob of ``size`` bytes."""
+
+    start: int
+    end: int
+    size: int
+
+    @property
+    def length(self) -> int:
+        """How many bytes the range holds."""
+        return self.end - self.start + 1
+
+    @property
+    def content_range(self) -> str:
+        """The ``Content-Range`` header value."""
+        return f"bytes {self.start}-{self.end}/{self.size}"
+
+
+_RANGE_RE = re.compile(r"(\d*)-(\d*)")
+#: Longer decimal numbers than this cannot be offsets of any blob (and would cost to parse).
+_MAX_DIGITS = 19
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The one byte range a ``Range`` header asks for; None to send the whole blob.
+
+    None also for a unit other than ``bytes`` and for several ranges (RFC 9110 lets a server ignore
+    Range; browsers ask for one). ``bytes=a-b``, ``bytes=a-`` and ``bytes=-n`` are served, ``b`` cut to
+    the blob's end; a range starting at or past the end, ``bytes=-0``, ``b < a`` or bad syntax raise
+    RangeNotSatisfiableError.
+    """
+    if header is None:
+        return None
+    unit, sep, spec = header.strip().partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    spec = spec.strip()
+    if "," in spec:
+        return None
+    m = _RANGE_RE.fullmatch(spec)
+    if m is None or not (m.group(1) or m.group(2)) or any(len(g) > _MAX_DIGITS for g in m.groups()):
+        raise RangeNotSatisfiableError(f"{header!r} is not a byte range (bytes=FIRST-LAST)", size=size)
+    first, last = m.group(1), m.group(2)
+    if not first:  # suffix: the last n bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiableError(f"{header!r} asks for no bytes of a {size}-byte blob", size=size)
+        return ByteRange(max(0, size - n), size - 1, size)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        raise RangeNotSatisfiableError(f"{header!r} lies outside a {size}-byte blob", size=size)
+    return ByteRange(start, min(end, size - 1), size)
+
+
+def iter_blob(
+    store: BlobStore, digest: str, *, start: int, length: int, chunk: int = 256 * 1024
+) -> Iterator[bytes]:
+    """The blob's bytes from ``start``, ``length`` of them, a chunk at a time (never the whole file in memory)."""
+    with store.open(digest) as f:
+        f.seek(start)
+        left = length
+        while left > 0:
+            data = f.read(min(chunk, left))
+            if not data:  # the blob is shorter than its row says: stop rather than pad
+                break
+            left -= len(data)
+            yield data

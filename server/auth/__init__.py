@@ -1,0 +1,1 @@
+"""Users, roles, sessions, API tokens and access requests for restricted records."""

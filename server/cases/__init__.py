@@ -1,0 +1,1 @@
+"""The case file: enforcement subjects, officers, cases, text records, footage linked by signed annotations."""
