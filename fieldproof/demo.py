@@ -25,7 +25,7 @@ from custody.report import render_text
 from custody.spool import JOURNAL, MEDIA, Spool
 from custody.trust import TrustStore
 from custody.verify import ChainReport, ChainVerifier
-from fieldproof.durable import write_file
+from fieldproof.durable import write_file, write_private
 from fieldproof.services import (
     Service,
     ServiceError,
@@ -147,12 +147,14 @@ def _sync_once(dock_toml: Path, spool: Path, *, link: str | None, log: Path) -> 
     return done.returncode, summary
 
 
-def _segments(api: str, device: str) -> list[dict[str, Any]]:
-    import httpx
-
-    r = httpx.get(f"{api}/api/v1/devices/{device}/segments", timeout=10)
-    r.raise_for_status()
-    rows: list[dict[str, Any]] = r.json()
+def _segments(api: str, device: str, who: tuple[str, str]) -> list[dict[str, Any]]:
+    client = _signed_in(api, *who)
+    try:
+        r = client.get(f"/api/v1/devices/{device}/segments")
+        r.raise_for_status()
+        rows: list[dict[str, Any]] = r.json()
+    finally:
+        client.close()
     return rows
 
 
@@ -163,6 +165,87 @@ def _print_filed(rows: list[dict[str, Any]]) -> None:
             f"   {r['seq']:>4}  {r['status']:<8} {r['size']:>9}  {r['sha256'][:20]:<20} "
             f"{r['recording'][:10]:<10} {r['index']:>2}  {r['case_number']}"
         )
+
+
+#: A minimal, valid one-page PDF: the inspection note the case handler files with the case.
+_NOTE_PDF = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+    b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+)
+DEMO_CASE = "津人社监察〔2026〕17号"
+DEMO_SUBJECT = "91120116MA05JQ2X4C"
+
+
+def _add_user(env: dict[str, str], out: Path, name: str, *roles: str) -> str:
+    """``fieldproof server user add`` as IT would run it; returns the password it was given."""
+    password = f"demo-{name}-{os.urandom(6).hex()}"
+    pw_file = out / "server" / f".{name}.password"
+    write_private(pw_file, (password + "\n").encode())
+    argv = [*fieldproof_command(), "server", "user", "add", name, "--password-file", str(pw_file)]
+    for role in roles:
+        argv += ["--role", role]
+    done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    pw_file.unlink()
+    if done.returncode != 0:
+        raise ServiceError(f"fieldproof server user add {name} failed: {done.stderr.strip()}")
+    return password
+
+
+def _signed_in(api: str, name: str, password: str) -> Any:
+    import httpx
+
+    client = httpx.Client(base_url=api, timeout=30)
+    r = client.post("/api/v1/auth/login", json={"username": name, "password": password})
+    r.raise_for_status()
+    return client
+
+
+def _case_file(api: str, users: dict[str, str]) -> tuple[bool, str]:
+    """Open the demo case as a case handler, file a text record, pull the case file by its number."""
+    from urllib.parse import quote
+
+    handler = _signed_in(api, "handler", users["handler"])
+    r = handler.post(
+        "/api/v1/subjects",
+        json={"uscc": DEMO_SUBJECT, "name": "天津某劳务派遣有限公司", "address": "天津市滨海新区"},
+    )
+    r.raise_for_status()
+    subject = r.json()
+    r = handler.post(
+        "/api/v1/cases",
+        json={
+            "number": DEMO_CASE,
+            "subject_id": subject["id"],
+            "matter_code": "CF-02",
+            "title": "劳务派遣用工检查",
+        },
+    )
+    r.raise_for_status()
+    case = r.json()
+    print(f"   case {case['number']} (matter CF-02) opened for {subject['name']} ({subject['uscc']})")
+    r = handler.post(
+        f"/api/v1/cases/{case['id']}/text-records",
+        data={"kind": "inspection-note", "title": "现场检查笔录"},
+        files={"file": ("inspection-note.pdf", _NOTE_PDF, "application/pdf")},
+    )
+    r.raise_for_status()
+    print(f"   text record filed: 现场检查笔录 ({(r.json().get('sha256') or '')[:23]}…)")
+    path = f"/api/v1/cases/by-number/{quote(DEMO_CASE, safe='')}"
+    r = handler.get(path, params={"reason": "demo: case review"})
+    r.raise_for_status()
+    file = r.json()
+    recordings = file.get("recordings") or file.get("footage") or []
+    segs = sum(len(rec.get("segments", [])) for rec in recordings)
+    print(
+        f"   GET {path} → {len(file.get('text_records', []))} text record(s), {len(recordings)} recording(s), "
+        f"{segs} segment(s)"
+    )
+    for rec in recordings:
+        print(
+            f"     recording {str(rec.get('recording', ''))[:10]} {rec.get('start', '')} → {rec.get('end', '')}"
+        )
+    handler.close()
+    return bool(recordings) and segs > 0 and bool(file.get("text_records")), f"{api}{path}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,6 +272,7 @@ def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
     conf = write_broker_config(ca, out=out / "broker", port=mqtt_port)
     services.start(mosquitto(conf, port=mqtt_port, log=logs / "mosquitto.log"))
     env = server_env(data_dir=server_dir, ca_dir=ca, mqtt_port=mqtt_port, api_port=api_port)
+    env["FIELDPROOF_AUTH_COOKIE_SECURE"] = "false"  # plain HTTP on loopback only
     migrate = subprocess.run(
         [*fieldproof_command(), "server", "migrate"],
         env={**os.environ, **env},
@@ -205,6 +289,11 @@ def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
         Service("api", [*fieldproof_command(), "server", "api"], logs / "api.log", port=api_port, env=env)
     )
     api = f"http://127.0.0.1:{api_port}"
+    users = {
+        name: _add_user(env, out, name, role)
+        for name, role in (("it-admin", "it-admin"), ("handler", "case-handler"), ("custodian", "custodian"))
+    }
+    print("   users (fieldproof server user add): it-admin, handler (case handler), custodian")
     print(f"   broker 127.0.0.1:{mqtt_port} (mTLS), database {server_dir / 'fieldproof.db'}, API {api}")
     print(f"   logs in {logs}")
 
@@ -219,8 +308,8 @@ def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
             pre_roll=4,
             marks=("show-credentials", "inform-rights"),
             officer="12010019001",
-            case="津人社监察〔2026〕17号",
-            subject="91120116MA05JQ2X4C",
+            case=DEMO_CASE,
+            subject=DEMO_SUBJECT,
             matter="CF-02",
             scene="onsite-inspection",
             proof="用人单位违反劳务派遣规定的现场情况",
@@ -256,7 +345,7 @@ def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
         code, summary = _sync_once(dock_toml, spool_dir, link=rec.dock_port, log=logs / "dock.log")
         print(f"   dock exit {code}; outbox states {summary['states']}; clock {summary.get('clock')}")
         print(f"   files freed on the recorder after the server's signed acks: {len(summary['released'])}")
-    filed = _segments(api, "REC-0001")
+    filed = _segments(api, "REC-0001", ("custodian", users["custodian"]))
     _step(8, f"What the server filed for REC-0001 ({api}/api/v1/devices/REC-0001/segments)")
     _print_filed(filed)
     left = sorted(p.name for p in (spool_dir / MEDIA).rglob("*") if p.is_file())
@@ -266,7 +355,15 @@ def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
         f"its chain now {'ALL SOUND' if after.all_sound else 'HAS FINDINGS: ' + ', '.join(sorted(after.codes()))}"
     )
 
-    _step(9, "REC-0002 records twice; it is then reported lost between the two, and IT revokes it as of then")
+    _step(
+        9,
+        "The case file: a case handler opens the case, files a text record, pulls everything by case number",
+    )
+    case_ok, case_url = _case_file(api, users)
+
+    _step(
+        10, "REC-0002 records twice; it is then reported lost between the two, and IT revokes it as of then"
+    )
     b2 = ca / "devices" / "REC-0002"
     with _Recorder(b2, out) as rec2:
         stolen = rec2.record(seconds=4, pre_roll=0, officer="12010019002")
@@ -299,8 +396,9 @@ def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
         and code2 == 1
         and summary2["rejected"]
         and all(r["reason"].startswith("revoked") for r in summary2["rejected"])
+        and case_ok
     )
-    _step(10, "Summary")
+    _step(11, "Summary")
     print(
         f"   sound spool: {'ALL SOUND' if report.all_sound else 'FINDINGS'}; tampered copy: "
         f"{', '.join(sorted(bad.codes()))}; revoked device: {', '.join(sorted(rev.codes()))}"
@@ -314,9 +412,11 @@ def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
         f"--certs {ca / 'ca-chain.pem'} --crl {ca / 'crl.pem'}"
     )
     print(
-        f"   Serve what was filed: FIELDPROOF_DATA_DIR={server_dir} fieldproof server api "
+        f"   Serve what was filed: FIELDPROOF_DATA_DIR={server_dir} FIELDPROOF_AUTH_COOKIE_SECURE=false "
+        f"fieldproof server api "
         f"--port {api_port}  → {api}/api/v1/devices/REC-0001/segments"
     )
-    print("   Not built yet: the case file and its pages (see README).")
+    print(f"   The case file by its number (sign in first, POST /api/v1/auth/login): {case_url}")
+    print("   Not built yet: the web pages (see README).")
     print(f"\n{'DEMO OK' if ok else 'DEMO FAILED: a step did not show what it should (see above)'}")
     return 0 if ok else 1
