@@ -1,0 +1,286 @@
+"""Rebuilding a device's chain from what the server holds and running the offline verifier over it.
+
+The journal is the signed lines of ``records`` (byte for byte, in seq order); the media are the blobs
+of the evidence store, re-hashed now — never the digests in the database. The verifier is the same
+``custody.verify.ChainVerifier`` that ``fieldproof verify`` runs on a spool, trusting the fleet root of
+the CA directory, its CA chain and its current CRL. A case's verdict is read from its devices' reports,
+segment by segment.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from custody.canonical import parse
+from custody.findings import FindingCode, Severity
+from custody.trust import TrustStore, load_certificates
+from custody.verify import ChainReport, ChainVerifier
+from server.cases.footage import Footage
+from server.devices.models import SigningCertificate
+from server.errors import SettingsError
+from server.evidence.store import LocalBlobStore
+from server.ingest.models import Record
+
+#: What a finding on a segment's record means for the custodian, in the words of the issue.
+REASONS: dict[FindingCode, str] = {
+    FindingCode.MISSING_FILE: "missing",
+    FindingCode.HASH_MISMATCH: "altered",
+    FindingCode.SIZE_MISMATCH: "altered",
+    FindingCode.BAD_SIGNATURE: "bad-signature",
+    FindingCode.MALFORMED: "bad-signature",
+    FindingCode.REVOKED: "revoked-device",
+    FindingCode.UNKNOWN_DEVICE: "untrusted-device",
+    FindingCode.FOREIGN_CA: "untrusted-device",
+    FindingCode.CERT_NOT_VALID: "untrusted-device",
+    FindingCode.WRONG_DEVICE: "untrusted-device",
+    FindingCode.CLOCK_BACKWARDS: "clock-anomaly",
+    FindingCode.BROKEN_LINK: "out-of-order",
+    FindingCode.REORDERED: "out-of-order",
+    FindingCode.FORK: "out-of-order",
+    FindingCode.DUPLICATE: "out-of-order",
+}
+
+
+def trust_store(ca_dir: Path | None) -> TrustStore:
+    """The fleet root, CA chain and CRL of the provisioning CA directory."""
+    if ca_dir is None:
+        raise SettingsError("verification needs the fleet CA: set FIELDPROOF_CA_DIR")
+    return TrustStore.from_paths(
+        ca=[ca_dir / "root-ca.pem"], certs=[ca_dir / "ca-chain.pem"], crl=[ca_dir / "crl.pem"]
+    )
+
+
+def device_certificates(session: Session, ca_dir: Path, device: str) -> list[x509.Certificate]:
+    """Every signing certificate known for ``device``: learnt from its messages, and in the CA directory.
+
+    None is trusted for being here; the verifier judges each against the root.
+    """
+    certs = [
+        c
+        for pem in session.scalars(select(SigningCertificate.pem).where(SigningCertificate.device == device))
+        for c in x509.load_pem_x509_certificates(pem.encode("ascii"))
+    ]
+    bundle = ca_dir / "devices" / device
+    if bundle.is_dir():
+        for folder in [bundle, *sorted(bundle.glob("previous-*"))]:
+            if (folder / "signing.pem").is_file():
+                certs.extend(load_certificates(folder / "signing.pem"))
+    return certs
+
+
+def journal_lines(session: Session, device: str) -> list[bytes]:
+    """The device's signed lines as received, in seq order (what a spool's chain.jsonl would hold)."""
+    rows = session.scalars(select(Record.line).where(Record.device == device).order_by(Record.seq))
+    return [bytes(line) for line in rows]
+
+
+@contextmanager
+def media_view(lines: list[bytes], store: LocalBlobStore) -> Iterator[tuple[Path, set[str]]]:
+    """A temporary folder where each segment's ``file`` is a link to its blob in the store.
+
+    The verifier then reads (and hashes) the store's bytes under the names the records use. A blob the
+    store lacks has no link: the verifier reports the file missing.
+    """
+    with tempfile.TemporaryDirectory(prefix="fieldproof-verify-") as tmp:
+        root = Path(tmp)
+        names: set[str] = set()
+        for line in lines:
+            try:
+                body = parse(line.rstrip(b"\n"))["record"]["body"]
+                name, digest = body["file"], body["digest"]
+            except (ValueError, KeyError, TypeError):
+                continue  # not a segment, or malformed: the verifier says so
+            if not isinstance(name, str) or not isinstance(digest, str) or not store.exists(digest):
+                continue
+            target = root / name
+            if not target.resolve().is_relative_to(root.resolve()):
+                continue  # the format forbids "..": never link outside the view
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                os.symlink(store.root / store.key(digest), target)
+                names.add(name)
+        yield root, names
+
+
+def verify_device(
+    session: Session, *, ca_dir: Path | None, store: LocalBlobStore, device: str, workers: int | None = 1
+) -> ChainReport:
+    """The ChainReport of ``device``'s chain as the server holds it, with its media re-hashed."""
+    trust = trust_store(ca_dir)
+    assert ca_dir is not None  # trust_store refuses None
+    certs = device_certificates(session, ca_dir, device)
+    trust.add_untrusted(certs)
+    lines = journal_lines(session, device)
+    with media_view(lines, store) as (media_dir, names):
+        report = ChainVerifier(trust, workers=workers).verify(
+            device=device,
+            lines=lines,
+            keys=trust.signing_keys(certs),
+            media_dir=media_dir,
+            media_files=names,
+            source=f"server: records of {device} and the evidence store",
+        )
+    return report
+
+
+@dataclass
+class SegmentVerdict:
+    """One segment of a case: green (sound, nothing to read), amber (sound, anomalies), red (unsound)."""
+
+    device: str
+    seq: int
+    recording: str
+    index: int
+    start: str
+    end: str
+    record_hash: str
+    digest: str
+    status: str
+    reasons: list[str] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "device": self.device,
+            "seq": self.seq,
+            "recording": self.recording,
+            "index": self.index,
+            "start": self.start,
+            "end": self.end,
+            "record_hash": self.record_hash,
+            "digest": self.digest,
+            "status": self.status,
+            "reasons": self.reasons,
+            "findings": self.findings,
+        }
+
+
+def segment_verdicts(footage: list[Footage], reports: dict[str, ChainReport]) -> list[SegmentVerdict]:
+    """Each segment's verdict from its device's report: its record's findings, and gaps right before it."""
+    out = []
+    for seg in footage:
+        report = reports[seg.device]
+        own = [f for f in report.findings if f.seq == seg.seq and f.code is not FindingCode.GAP]
+        gaps = [
+            f
+            for f in report.findings
+            if f.code is FindingCode.GAP and f.missing and f.missing[1] == seg.seq - 1
+        ]
+        status_of_record = next((r for r in report.records if r.seq == seg.seq), None)
+        reasons: list[str] = []
+        for f in own:
+            reason = REASONS.get(f.code, str(f.code))
+            if reason not in reasons:
+                reasons.append(reason)
+        if gaps:
+            reasons.append("gap")
+        if status_of_record is None:
+            reasons.append("missing-record")
+        errors = [f for f in own if f.severity is Severity.ERROR]
+        status = "red" if errors or status_of_record is None else ("amber" if reasons else "green")
+        out.append(
+            SegmentVerdict(
+                device=seg.device,
+                seq=seg.seq,
+                recording=seg.recording,
+                index=seg.index,
+                start=seg.start,
+                end=seg.end,
+                record_hash=seg.record_hash,
+                digest=seg.digest,
+                status=status,
+                reasons=reasons,
+                findings=[f.to_json() for f in [*own, *gaps]],
+            )
+        )
+    return out
+
+
+@dataclass
+class CaseVerification:
+    """A case's footage verified: per segment, and each device's whole chain."""
+
+    case_number: str
+    segments: list[SegmentVerdict]
+    reports: dict[str, ChainReport]
+    withheld: int = 0
+
+    @property
+    def all_sound(self) -> bool:
+        """Every segment green."""
+        return all(s.status == "green" for s in self.segments)
+
+    def summary(self) -> dict[str, int]:
+        """How many segments are green, amber, red."""
+        counts = {"green": 0, "amber": 0, "red": 0}
+        for s in self.segments:
+            counts[s.status] += 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "case_number": self.case_number,
+            "all_sound": self.all_sound,
+            "summary": self.summary(),
+            "segments": [s.to_json() for s in self.segments],
+            "devices": {
+                d: {
+                    "all_sound": r.all_sound,
+                    "records": len(r.records),
+                    "gaps": [list(f.missing) for f in r.findings if f.missing],
+                    "findings": [f.to_json() for f in r.findings],
+                    "notes": r.notes,
+                }
+                for d, r in sorted(self.reports.items())
+            },
+        }
+
+
+def verify_case_footage(
+    session: Session, *, ca_dir: Path | None, store: LocalBlobStore, case_number: str, footage: list[Footage]
+) -> CaseVerification:
+    """Verify every device that recorded ``footage`` and judge each segment of it."""
+    reports = {
+        d: verify_device(session, ca_dir=ca_dir, store=store, device=d)
+        for d in sorted({f.device for f in footage})
+    }
+    return CaseVerification(
+        case_number=case_number, segments=segment_verdicts(footage, reports), reports=reports
+    )
+
+
+def render_case_text(v: CaseVerification) -> str:
+    """The human report of a case's verification."""
+    from custody.report import render_text
+
+    c = v.summary()
+    lines = [
+        f"Verification of case {v.case_number}",
+        f"Segments: {len(v.segments)}; green: {c['green']}; amber: {c['amber']}; red: {c['red']}",
+        "Result: ALL SOUND" if v.all_sound else "Result: FINDINGS (see red and amber segments below)",
+        "",
+        "Segments (device:seq, recording/index, start – end UTC, status, reasons):",
+    ]
+    for s in v.segments:
+        why = ", ".join(s.reasons) if s.reasons else "sound"
+        lines.append(
+            f"  {s.device}:{s.seq}  {s.recording}/{s.index}  {s.start} – {s.end}  {s.status.upper()}  {why}"
+        )
+    if v.withheld:
+        lines.append(f"Withheld (restricted, no grant): {v.withheld}")
+    for report in v.reports.values():
+        lines.append("")
+        lines.append(render_text(report).rstrip("\n"))
+    return "\n".join(lines) + "\n"
