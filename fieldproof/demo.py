@@ -248,6 +248,42 @@ def _case_file(api: str, users: dict[str, str]) -> tuple[bool, str]:
     return bool(recordings) and segs > 0 and bool(file.get("text_records")), f"{api}{path}"
 
 
+def _custody(api: str, users: dict[str, str], ca: Path, out: Path) -> bool:
+    """The custodian: the case's chain-of-custody verification, then an export checked offline."""
+    import io
+    import zipfile
+    from urllib.parse import quote
+
+    custodian = _signed_in(api, "custodian", users["custodian"])
+    try:
+        path = f"/api/v1/cases/by-number/{quote(DEMO_CASE, safe='')}"
+        r = custodian.get(f"{path}/verification", params={"format": "text", "reason": "demo: custody check"})
+        r.raise_for_status()
+        print("   " + "\n   ".join(r.text.strip().splitlines()[:14]))
+        r = custodian.post(f"{path}/export", params={"reason": "demo: court bundle"})
+        r.raise_for_status()
+        export = r.json()
+        r = custodian.get(export["download"].removeprefix(api), params={"format": "zip"})
+        r.raise_for_status()
+    finally:
+        custodian.close()
+    bundle = out / "export"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        z.extractall(bundle)
+    roots = [p.parent for p in bundle.rglob("bagit.txt")]
+    if len(roots) != 1:
+        raise ServiceError(f"the export holds {len(roots)} bags, expected one")
+    argv = [*fieldproof_command(), "verify", str(roots[0]), "--ca", str(ca / "root-ca.pem")]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    print(
+        f"   export {export['export_id']}: {export['clips']} clip(s), manifest sha256 "
+        f"{export['manifest_sha256'][:16]}…, proved against checkpoint {export['checkpoint_tree_size']}"
+    )
+    print(f"   offline check, only the fleet root trusted: {' '.join(argv[-4:])} → exit {done.returncode}")
+    print("   " + "\n   ".join(done.stdout.strip().splitlines()[:6]))
+    return done.returncode == 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demonstration; exit 0 when every step showed what it should."""
     out: Path = args.out.resolve()
@@ -360,9 +396,14 @@ def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
         "The case file: a case handler opens the case, files a text record, pulls everything by case number",
     )
     case_ok, case_url = _case_file(api, users)
+    _step(
+        10,
+        "The custodian: chain-of-custody verification of the case, then a court bundle (BagIt) checked offline",
+    )
+    custody_ok = _custody(api, users, ca, out)
 
     _step(
-        10, "REC-0002 records twice; it is then reported lost between the two, and IT revokes it as of then"
+        11, "REC-0002 records twice; it is then reported lost between the two, and IT revokes it as of then"
     )
     b2 = ca / "devices" / "REC-0002"
     with _Recorder(b2, out) as rec2:
@@ -397,8 +438,9 @@ def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
         and summary2["rejected"]
         and all(r["reason"].startswith("revoked") for r in summary2["rejected"])
         and case_ok
+        and custody_ok
     )
-    _step(11, "Summary")
+    _step(12, "Summary")
     print(
         f"   sound spool: {'ALL SOUND' if report.all_sound else 'FINDINGS'}; tampered copy: "
         f"{', '.join(sorted(bad.codes()))}; revoked device: {', '.join(sorted(rev.codes()))}"

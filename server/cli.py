@@ -1,4 +1,4 @@
-"""`fieldproof server migrate | ingest | api | log-sequence | user` (settings from FIELDPROOF_* variables)."""
+"""`fieldproof server migrate | ingest | api | log-sequence | user | export` (settings from FIELDPROOF_* variables)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,120 @@ def add_parser(subparsers: Any) -> None:
         q.add_argument("-v", "--verbose", action="store_true", help="log every message handled")
         q.set_defaults(func=func)
     _add_user_parser(sub)
+    _add_export_parser(sub)
+    _add_retention_parser(sub)
+
+
+def _add_export_parser(sub: Any) -> None:
+    """``server export CASE_NUMBER --as CUSTODIAN [--out DIR]``: a case's BagIt bag (docs/export.md)."""
+    text = "export a case as a BagIt bag that `fieldproof verify BAG --ca root-ca.pem` checks offline"
+    q = sub.add_parser("export", help=text, description=text)
+    q.add_argument("case_number", metavar="CASE_NUMBER")
+    q.add_argument("--as", dest="username", required=True, help="the custodian the export is logged for")
+    q.add_argument("--out", type=Path, help="also copy the bag into this folder (as <DIR>/<export id>)")
+    q.add_argument("--reason", help="why (kept in the custody event)")
+    q.add_argument("--data-dir", type=Path, help="FIELDPROOF_DATA_DIR")
+    q.add_argument("--database-url", help="FIELDPROOF_DATABASE_URL")
+    q.add_argument("--ca-dir", type=Path, help="FIELDPROOF_CA_DIR")
+    q.add_argument("--store", type=Path, help="FIELDPROOF_STORE")
+    q.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    q.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import shutil
+
+    from sqlalchemy import select
+
+    from server.auth.errors import NotFoundError
+    from server.auth.models import User
+    from server.auth.service import principal_of
+    from server.db import check_migrated, make_engine, session_factory
+    from server.evidence.store import LocalBlobStore
+    from server.export.service import export_case
+
+    settings = _settings(args)
+    engine = make_engine(settings.db_url)
+    check_migrated(engine)
+    factory = session_factory(engine)
+    with factory() as session:
+        user = session.scalar(select(User).where(User.username == args.username))
+        if user is None or user.disabled_at is not None:
+            raise NotFoundError(f"no active user {args.username!r}: the export is logged for a custodian")
+        done = export_case(
+            session,
+            principal=principal_of(user, via="shell"),
+            settings=settings,
+            factory=factory,
+            store=LocalBlobStore(settings.store_root, settings.staging_dir),
+            number=args.case_number,
+            reason=args.reason,
+        )
+        session.commit()
+    where = done.path
+    if args.out is not None:
+        where = args.out / done.export_id
+        shutil.copytree(done.path, where)
+    print(
+        f"case {done.case_number}: {done.clips} clip(s) exported to {where}\n"
+        f"manifest sha256 {done.manifest_sha256}; custody event {done.event_id}"
+    )
+    return 0
+
+
+def _add_retention_parser(sub: Any) -> None:
+    """``server retention sweep [--dry-run]``: purge non-case footage past retention (docs/retention.md)."""
+    text = "retention of evidence: list what is past retention and purge it (docs/retention.md)"
+    r = sub.add_parser("retention", help=text, description=text)
+    actions = r.add_subparsers(dest="retention_command", metavar="ACTION")
+    actions.required = True
+    what = (
+        "purge the blobs of non-case footage past retention that no legal hold covers "
+        "(records and custody events stay; one custody event per purged segment)"
+    )
+    q = actions.add_parser("sweep", help=what, description=what)
+    q.add_argument("--dry-run", action="store_true", help="list what is due; delete and write nothing")
+    q.add_argument(
+        "--non-case-months",
+        type=int,
+        default=6,
+        metavar="MONTHS",
+        help="keep non-case footage this many months from capture (at least 6, the default)",
+    )
+    q.add_argument("--data-dir", type=Path, help="FIELDPROOF_DATA_DIR")
+    q.add_argument("--database-url", help="FIELDPROOF_DATABASE_URL")
+    q.add_argument("--store", type=Path, help="FIELDPROOF_STORE")
+    q.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    q.set_defaults(func=_retention_sweep)
+
+
+def _retention_sweep(args: argparse.Namespace) -> int:
+    from server.db import check_migrated, make_engine, session_factory
+    from server.evidence.store import LocalBlobStore
+    from server.retention.sweep import sweep
+
+    settings = _settings(args)
+    engine = make_engine(settings.db_url)
+    check_migrated(engine)
+    done = sweep(
+        factory=session_factory(engine),
+        store=LocalBlobStore(settings.store_root, settings.staging_dir),
+        months=args.non_case_months,
+        dry_run=args.dry_run,
+    )
+    plan = done.plan
+    for blob in plan.due:
+        refs = ", ".join(f"{s.device}:{s.seq}" for s in blob.segments)
+        print(f"due {blob.digest} (since {blob.due_at:%Y-%m-%d}): {refs}")
+    for digest, holds in plan.held.items():
+        print(f"held {digest}: legal hold(s) {', '.join(map(str, holds))}")
+    verb = "would purge" if done.dry_run else "purged"
+    count = len(plan.due) if done.dry_run else len(done.purged)
+    print(
+        f"retention sweep: {verb} {count} blob(s); {len(plan.held)} held, {len(plan.shared)} shared with "
+        f"kept evidence, {len(done.skipped)} linked or held meanwhile, {len(done.finished)} finished"
+    )
+    return 0
 
 
 def _add_user_parser(sub: Any) -> None:

@@ -25,6 +25,7 @@ from server.db import Base
 from server.devices.models import Device, SigningCertificate
 from server.evidence.models import EvidenceFile, Segment
 from server.ingest.models import Record
+from server.retention.models import CaseArchiveRule, LegalHold, LegalHoldEvent, RetentionPurge
 
 __all__ = [
     "AccessRequest",
@@ -33,6 +34,7 @@ __all__ = [
     "AuthSession",
     "Base",
     "Case",
+    "CaseArchiveRule",
     "CaseAssignment",
     "CustodyEvent",
     "Device",
@@ -40,9 +42,12 @@ __all__ = [
     "EvidenceFile",
     "FootageAnnotation",
     "FootageAnnotationTarget",
+    "LegalHold",
+    "LegalHoldEvent",
     "LoginThrottle",
     "Officer",
     "Record",
+    "RetentionPurge",
     "Segment",
     "SegmentFacts",
     "SegmentFix",

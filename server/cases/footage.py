@@ -241,6 +241,12 @@ def of_recording(session: Session, *, scope: Scope, device: str, recording: str)
     return _rows(session, q)
 
 
+def of_device(session: Session, *, scope: Scope, device: str) -> list[Footage]:
+    """The readable segments of one device, in chain order (seq)."""
+    q = _select().where(Segment.device == device, visible(scope)).order_by(Segment.seq)
+    return _rows(session, q)
+
+
 @dataclass(frozen=True)
 class SearchQuery:
     """Footage search filters; each given one narrows the result."""

@@ -399,3 +399,31 @@ def recording(
         detail={"segments": _refs(shown), "withheld_segments": len(withheld)},
     )
     return group(shown)[0], len(withheld)
+
+
+# -- a device's segments --------------------------------------------------------------------------------
+
+
+def device_footage(
+    session: Session, *, principal: Principal, device: str, reason: str | None = None
+) -> tuple[list[Footage], int]:
+    """The device's segments the principal may open, in chain order, and how many restricted ones were
+    withheld; one ``viewed`` event (target ``device``). 404 when a non-custodian may see none of them."""
+    policy.ensure_role(principal, Action.READ_EVIDENCE)
+    scope = policy.scope_of(session, principal)
+    found = footage.of_device(session, scope=scope, device=device)
+    if not found and not scope.all_cases:
+        raise NotFoundError(f"no device {device} with footage that you may see")
+    shown, grants, withheld = _unlocked(session, principal, found)
+    record_access(
+        session,
+        principal=principal,
+        kind="viewed",
+        target_kind="device",
+        target_id=device,
+        grants=grants,
+        reason=reason,
+        device=device,
+        detail={"segments": _refs(shown), "withheld_segments": len(withheld)},
+    )
+    return shown, len(withheld)

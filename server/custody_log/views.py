@@ -2,8 +2,10 @@
 
 Hashes are lowercase hex, signatures base64 (docs/custody-log.md). Before answering, a route
 sequences whatever was committed since the last checkpoint (when the app can sign: it has the CA
-directory), so "latest" includes every event committed before the request. No authentication yet:
-access control will be a dependency added to ``router`` (docs/server-ingest.md, API).
+directory), so "latest" includes every event committed before the request.
+
+Who: custodians and auditors (docs/access.md). The role check comes before sequencing, so a request
+that is refused costs no signing work.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
 from server.api.deps import SessionDep
+from server.auth.deps import AUTH_RESPONSES, ErrorOut, require
+from server.auth.principal import Role
 from server.custody_log import service
 from server.custody_log.errors import NotInLogError, NotSequencedError
 from server.custody_log.sequencer import CheckpointSigner, sequence_pending
@@ -48,7 +53,21 @@ def sequenced(request: Request) -> None:
         sequence_pending(factory=request.app.state.session_factory, signer=signer)
 
 
-router = APIRouter(prefix="/custody-log", tags=["custody log"], dependencies=[Depends(sequenced)])
+#: Answers every route may give besides 200 (documented for clients and the schema checks).
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    404: {"model": ErrorOut, "description": "no such checkpoint, event or leaf in the log"},
+    409: {"model": ErrorOut, "description": "the event is not sequenced yet, or not in that checkpoint"},
+    503: {"model": ErrorOut, "description": "the server cannot sign checkpoints: its CA directory is broken"},
+}
+
+router = APIRouter(
+    prefix="/custody-log",
+    tags=["custody log"],
+    # Order matters: authorise first, then bring the log up to date.
+    dependencies=[Depends(require(Role.CUSTODIAN, Role.AUDITOR)), Depends(sequenced)],
+    responses=_RESPONSES,
+)
 
 
 class CheckpointOut(BaseModel):
@@ -137,7 +156,17 @@ def consistency(
 ) -> dict[str, Any]:
     """The proof that the log at checkpoint ``first`` is a prefix of the log at checkpoint ``second``."""
     if first > second:
-        raise HTTPException(status_code=422, detail=f"first ({first}) must not exceed second ({second})")
+        # FastAPI's 422 shape (as the schema documents it), naming the field.
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "first"),
+                    "msg": f"first ({first}) must not exceed second ({second})",
+                    "input": first,
+                }
+            ]
+        )
     try:
         answer: ConsistencyProof = service.consistency(session=session, first=first, second=second)
     except NotInLogError as exc:

@@ -163,16 +163,32 @@ class DeviceSegmentOut(BaseModel):
     stored_at: datetime | None
 
 
-@router.get(
-    "/devices/{device}/segments",
-    response_model=list[DeviceSegmentOut],
-    responses={404: {"model": ErrorOut, "description": "no device of this id has sent records"}},
-)
-def device_segments(session: SessionDep, device: DeviceParam) -> list[DeviceSegmentOut]:
-    """Every segment of a device the server accepted, in chain order (case and subject as ingest holds them)."""
+_DEVICE = {
+    **AUTH_RESPONSES,
+    404: {"model": ErrorOut, "description": "no such device, or none of its footage that this user may see"},
+}
+
+
+@router.get("/devices/{device}/segments", response_model=list[DeviceSegmentOut], responses=_DEVICE)
+def device_segments(
+    session: SessionDep, device: DeviceParam, principal: PrincipalDep, reason: Reason = None
+) -> list[DeviceSegmentOut]:
+    """The device's segments this user may open, in chain order (case and subject as ingest holds them).
+
+    A custodian sees every segment but those of restricted cases without a grant; others see the
+    footage policy gives them (own recordings, assigned cases). The read is logged (``viewed``).
+    """
     if session.scalar(select(Device.id).where(Device.id == device)) is None:
         raise HTTPException(status_code=404, detail=f"no device {device} has sent records to this server")
-    return [DeviceSegmentOut(**s.__dict__) for s in list_segments(session=session, device=device)]
+    with answers():
+        shown, _withheld = retrieval.device_footage(
+            session, principal=principal, device=device, reason=reason
+        )
+    session.commit()  # the event is durable before the answer leaves
+    seqs = {s.seq for s in shown}
+    return [
+        DeviceSegmentOut(**s.__dict__) for s in list_segments(session=session, device=device) if s.seq in seqs
+    ]
 
 
 # -- one segment ----------------------------------------------------------------------------------------

@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import itertools
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from edge.sync.protocol import chunk_properties, record_message
 from server.api.app import create_app
+from server.auth import service as auth
+from server.auth.principal import Role
 from server.config import ServerSettings
-from server.db import make_engine, session_factory
+from server.db import make_engine, session_factory, transaction
 from server.devices.registry import DeviceRegistry
 from server.evidence.store import LocalBlobStore
 from server.ingest.acks import AckSigner
 from server.ingest.handler import IngestHandler
+from tests.server.case_helpers import FAST, PW
 from tests.server.conftest import Fleet
 from tests.server.dock import spool_records
+
+_USERS = itertools.count(1)
+
+
+def client_as(app: FastAPI, *roles: Role) -> TestClient:
+    """A client of ``app`` sending the API token of a new user holding ``roles``."""
+    with transaction(app.state.session_factory) as s:
+        user = auth.create_user(s, username=f"user{next(_USERS)}", password=PW, roles=roles, passwords=FAST)
+        s.flush()
+        token = auth.issue_token(
+            s, user_id=user.id, name="test", expires_at=datetime.now(UTC) + timedelta(days=1)
+        )
+    client = TestClient(app)
+    client.headers["Authorization"] = f"Bearer {token}"
+    return client
 
 
 def _ingest_spool(
@@ -48,7 +69,8 @@ def test_segments_of_a_device(tmp_path: Path, fleet: Fleet, settings: ServerSett
     records = spool_records(spool)
     segs = [r for _, r in records if r["kind"] == "segment"]
     _ingest_spool(settings, fleet, spool, skip_file_of=segs[2]["seq"])
-    client = TestClient(create_app(settings))
+    app = create_app(settings)
+    client = client_as(app, Role.CUSTODIAN)  # every segment of the device
 
     got = client.get("/api/v1/devices/REC-0001/segments")
     assert got.status_code == 200
@@ -69,3 +91,16 @@ def test_segments_of_a_device(tmp_path: Path, fleet: Fleet, settings: ServerSett
     assert client.get("/api/v1/devices/REC-0404/segments").status_code == 404
     assert client.get("/api/v1/devices/rec-0001/segments").status_code == 422
     assert client.get("/api/v1/devices/REC-0001%0A/segments").status_code == 422
+    # Evidence: not without a principal, not for roles that open no evidence.
+    assert TestClient(app).get("/api/v1/devices/REC-0001/segments").status_code == 401
+    for role in (Role.AUDITOR, Role.IT_ADMIN):
+        assert client_as(app, role).get("/api/v1/devices/REC-0001/segments").status_code == 403
+
+
+def test_an_undecodable_body_is_bad_input(settings: ServerSettings) -> None:
+    """Bytes that are not UTF-8 JSON: 422 naming the body (as the schema documents), not a bare 400."""
+    got = TestClient(create_app(settings)).post(
+        "/api/v1/auth/login", content=b"\x03\xff\x00\xfe", headers={"Content-Type": "application/json"}
+    )
+    assert got.status_code == 422
+    assert got.json()["detail"][0]["loc"] == ["body"]

@@ -35,6 +35,7 @@ from custody.merkle import (
     verify_inclusion,
 )
 from server.api.app import create_app
+from server.auth.principal import Role
 from server.config import ServerSettings
 from server.custody_log import service
 from server.custody_log.errors import LogProofError, NotInLogError, NotSequencedError
@@ -60,7 +61,7 @@ from server.custody_log.verify import (
 )
 from server.db import make_engine, migrate, session_factory, transaction
 from tests.server.conftest import Fleet, Postgres
-from tests.server.test_api import _ingest_spool
+from tests.server.test_api import _ingest_spool, client_as
 
 ACCESS_KINDS = (
     "linked",
@@ -559,7 +560,10 @@ def test_ingested_events_and_the_api(
         ingested = list(s.scalars(select(CustodyEvent.id).order_by(CustodyEvent.id)))
         kinds = set(s.scalars(select(CustodyEvent.kind)))
     assert {"received", "verified", "filed"} <= kinds
-    client = TestClient(create_app(settings))
+    app = create_app(settings)
+    assert TestClient(app).get("/api/v1/custody-log/checkpoint").status_code == 401
+    assert client_as(app, Role.CASE_HANDLER).get("/api/v1/custody-log/checkpoint").status_code == 403
+    client = client_as(app, Role.AUDITOR)
 
     got = client.get("/api/v1/custody-log/checkpoint")  # sequences what ingest committed, then answers
     assert got.status_code == 200, got.text
@@ -610,7 +614,8 @@ def test_ingested_events_and_the_api(
 def test_an_api_that_cannot_sign_serves_what_is_sequenced(
     tmp_path: Path, database_url: str, fleet: Fleet, factory: sessionmaker[Session], signer: CheckpointSigner
 ) -> None:
-    client = TestClient(create_app(ServerSettings(data_dir=tmp_path / "data", database_url=database_url)))
+    app = create_app(ServerSettings(data_dir=tmp_path / "data", database_url=database_url))
+    client = client_as(app, Role.CUSTODIAN)
     assert client.get("/api/v1/custody-log/checkpoint").status_code == 404  # empty log
     (one,) = _log(factory, 1)
     sequence_pending(factory=factory, signer=signer)

@@ -1,0 +1,1 @@
+"""Retention classes, legal holds and the retention sweep (docs/retention.md)."""
