@@ -9,7 +9,9 @@ in with an API token, then for N random case numbers and N random subjects times
 
 over one keep-alive connection (httpx), each followed by psycopg running hand-written SQL that returns
 the same data (case, subject, text records, footage with current case/subject/proof and first fix).
-Prints p50/p99 of each and the ratio API/SQL. Goal: within 1.5× of the SQL.
+Prints p50/p99 of each and the ratio API/SQL. Goal: within 1.5× of the SQL. Also prints two floors:
+an authenticated request that reads no evidence (``GET /api/v1/auth/me``: HTTP, the token, JSON) and
+one that reads one case row and commits its ``viewed`` custody event (``GET /api/v1/cases/{id}``).
 
     .venv/bin/python bench/query_bench.py --scale 0.01 --requests 50     # a quick run
     .venv/bin/python bench/query_bench.py --requests 200                   # full scale
@@ -161,6 +163,27 @@ def main() -> int:
                 base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=600
             )
             _wait(client)
+            # Two floors: an authenticated request that reads no evidence, and one that reads a single
+            # case row and commits its ``viewed`` custody event (the durable write every read of
+            # evidence pays, and the SQL does not).
+            for label, path, what in (
+                ("floor: GET /auth/me", lambda _i: "/api/v1/auth/me", "HTTP, the token, JSON"),
+                (
+                    "floor: GET /cases/{id}",
+                    lambda i: f"/api/v1/cases/{rng.randint(1, counts['cases'])}",
+                    "… plus one case row and a committed custody event",
+                ),
+            ):
+                floor = []
+                for i in range(max(50, args.requests)):
+                    t0 = time.perf_counter()
+                    client.get(path(i)).raise_for_status()
+                    floor.append(time.perf_counter() - t0)
+                print(
+                    f"{label:<26} API p50 {_pct(floor, 50) * 1000:8.1f} ms  "
+                    f"p99 {_pct(floor, 99) * 1000:8.1f} ms   ({what})",
+                    flush=True,
+                )
             with psycopg.connect(pg.dsn("bench")) as conn:
                 numbers = [case_number(rng.randint(1, counts["cases"])) for _ in range(args.requests)]
                 subjects = [rng.randint(1, counts["subjects"]) for _ in range(args.requests)]

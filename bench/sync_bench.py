@@ -349,6 +349,7 @@ class Ours:
     chunk: int
     chunk_window: int
     work: Path
+    ingest_workers: int = 1
     py_spy: str | None = None
     profile_dir: Path | None = None
 
@@ -370,15 +371,17 @@ def run_ours(o: Ours, broker: Broker, tag: str) -> Result:
         "FIELDPROOF_MQTT_HOST": "127.0.0.1",
         "FIELDPROOF_MQTT_PORT": str(broker.port),
     }
-    log = run / "ingest.log"
-    if tls:
-        fieldproof = str(Path(sys.executable).parent / "fieldproof")
-        ingest = Proc.start("ingest", [fieldproof, "server", "ingest"], log=log, env=env)
-    else:
-        ingest = _child("ingest-plain", {}, log=log, env=env)
+    ingests: list[Proc] = []
     spies: list[Proc] = []
     try:
-        _wait_for_text(log, "subscribed", ingest, "the ingest worker")
+        for i in range(o.ingest_workers):
+            log = run / f"ingest-{i}.log"
+            if tls:
+                fieldproof = str(Path(sys.executable).parent / "fieldproof")
+                ingests.append(Proc.start("ingest", [fieldproof, "server", "ingest"], log=log, env=env))
+            else:
+                ingests.append(_child("ingest-plain", {}, log=log, env=env))
+            _wait_for_text(log, "subscribed", ingests[-1], "the ingest worker")
         cfg = {
             "spool": str(o.spool),
             "outbox": str(run / "outbox.sqlite"),
@@ -390,22 +393,23 @@ def run_ours(o: Ours, broker: Broker, tag: str) -> Result:
         }
         dock = _child("dock", cfg, stdout=subprocess.PIPE)
         if o.py_spy and o.profile_dir:
-            for who, p in (("ingest", ingest), ("dock", dock)):
+            for who, p in (("ingest", ingests[0]), ("dock", dock)):
                 out = o.profile_dir / f"{tag}-{who}.txt"
                 argv = [
                     o.py_spy,
                     *f"record --pid {p.popen.pid} --format raw --rate 100 --threads --native -o".split(),
                 ]
                 spies.append(Proc.start(f"py-spy {who}", [*argv, str(out)], log=out.with_suffix(".log")))
-        cpu0, ingest0 = _ticks(broker.proc.popen.pid), _ticks(ingest.popen.pid)
+        cpu0, ingest0 = _ticks(broker.proc.popen.pid), [_ticks(p.popen.pid) for p in ingests]
         assert dock.popen.stdout is not None
         out = dock.popen.stdout.read()
         if dock.reap(60) != 0:
             raise SystemExit(f"the dock failed:\n{out.decode(errors='replace')}")
         broker_cpu = _ticks(broker.proc.popen.pid) - cpu0
-        ingest_cpu = _ticks(ingest.popen.pid) - ingest0
+        ingest_cpu = sum(_ticks(p.popen.pid) - c for p, c in zip(ingests, ingest0, strict=True))
     finally:
-        ingest.stop()
+        for p in ingests:
+            p.stop()
         for s in spies:
             s.reap(30)
     res = json.loads(out)
@@ -680,6 +684,12 @@ def main() -> None:
     ap.add_argument(
         "--chunk-window", type=int, help="dock's chunks in flight per recorder (default: dock.toml's)"
     )
+    ap.add_argument(
+        "--ingest-workers",
+        type=int,
+        default=1,
+        help="ingest processes on the shared subscription (default 1)",
+    )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--modes", default="tls,plain")
     ap.add_argument("--contenders", default="cli,paho,ours,disk")
@@ -709,11 +719,12 @@ def main() -> None:
         chunk_file.write_bytes(os.urandom(chunk))
         print(
             f"spool: {segments} segments, {media / 1e9:.2f} GB ({time.monotonic() - t:.0f}s to make); "
-            f"chunk {chunk} B ({n} chunks), dock chunk window {chunk_window}",
+            f"chunk {chunk} B ({n} chunks), dock chunk window {chunk_window}, "
+            f"{args.ingest_workers} ingest process(es)",
             flush=True,
         )
         brokers = {m: start_broker(fleet, root, m) for m in modes}
-        ours = Ours(fleet, spool, media, chunk, chunk_window, root)
+        ours = Ours(fleet, spool, media, chunk, chunk_window, root, ingest_workers=args.ingest_workers)
         results: list[Result] = []
         try:
             for rep in range(args.repeat):

@@ -293,8 +293,11 @@ def verify_bundle(path: Path, *, ca: Sequence[Path], workers: int | None = None)
     # The server-signing certificate: annotations and checkpoints are its.
     server_cert: x509.Certificate | None = None
     try:
-        server_cert = x509.load_pem_x509_certificate((certs_dir / "server-signing.pem").read_bytes())
-    except (OSError, ValueError):
+        found = load_certificates(certs_dir / "server-signing.pem")  # read whole: a bad byte is an error here
+        server_cert = found[0] if len(found) == 1 else None
+    except (OSError, TrustError):
+        server_cert = None
+    if server_cert is None:
         findings.append(
             BundleFinding("untrusted-server-key", "data/certs/server-signing.pem is missing or unreadable")
         )

@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import NameOID
@@ -58,9 +58,14 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
         if b"-----BEGIN CERTIFICATE-----" not in data:
             continue  # keys, CSRs and other PEM objects live beside certificates in bundles
         try:
-            certs.extend(x509.load_pem_x509_certificates(data))
-        except ValueError as exc:
+            found = x509.load_pem_x509_certificates(data)
+            for cert in found:
+                # The parser is lazy: a damaged name, extension or key only fails when first read.
+                # Read them all here, so a bad byte is this error and not a crash later on.
+                _ = (cert.subject, cert.issuer, cert.extensions, cert.public_key(), cert.not_valid_after_utc)
+        except (ValueError, UnsupportedAlgorithm) as exc:
             raise TrustError(f"{f} is not a readable PEM certificate file: {exc}") from exc
+        certs.extend(found)
     return certs
 
 

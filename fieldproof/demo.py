@@ -459,6 +459,13 @@ def _run(args: argparse.Namespace, out: Path, services: Services) -> int:
         f"--port {api_port}  → {api}/api/v1/devices/REC-0001/segments"
     )
     print(f"   The case file by its number (sign in first, POST /api/v1/auth/login): {case_url}")
-    print("   Not built yet: the web pages (see README).")
+    from urllib.parse import quote
+
+    # The case handler's password, kept (0600) so that the case page can be signed in to afterwards.
+    write_private(out / "handler.password", (users["handler"] + "\n").encode())
+    print(
+        f"   The demo case page (serve as above; sign in as handler, password in "
+        f"{out / 'handler.password'}):\n   {api}/case?number={quote(DEMO_CASE, safe='')}"
+    )
     print(f"\n{'DEMO OK' if ok else 'DEMO FAILED: a step did not show what it should (see above)'}")
     return 0 if ok else 1

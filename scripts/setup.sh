@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: what the tests start for real (broker), the outside judges (openssl,
-# systemd-analyze for the device units) and what the build needs.
-DEB_PACKAGES=(mosquitto mosquitto-clients openssl systemd ffmpeg gpsd gpsd-clients socat postgresql python3-venv python3-dev ca-certificates)
+# systemd-analyze for the device units, Chromium and a CJK font for the page tests and screenshots) and what the build needs.
+DEB_PACKAGES=(mosquitto mosquitto-clients openssl systemd ffmpeg gpsd gpsd-clients socat postgresql python3-venv python3-dev ca-certificates chromium fonts-wqy-microhei nginx)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

@@ -27,7 +27,7 @@ def add_parser(subparsers: Any) -> None:
     for name, func, text in (
         ("migrate", _migrate, "create or upgrade the database schema (alembic upgrade head)"),
         ("ingest", _ingest, "run an ingest worker until SIGTERM"),
-        ("api", _api, "serve the JSON API (no authentication yet: keep it on loopback)"),
+        ("api", _api, "serve the API and web pages (sign-in required; put TLS in front: docs/access.md)"),
         (
             "log-sequence",
             _log_sequence,
@@ -83,7 +83,7 @@ def _export(args: argparse.Namespace) -> int:
     from server.auth.models import User
     from server.auth.service import principal_of
     from server.db import check_migrated, make_engine, session_factory
-    from server.evidence.store import LocalBlobStore
+    from server.evidence.backend import make_blob_store
     from server.export.service import export_case
 
     settings = _settings(args)
@@ -99,7 +99,7 @@ def _export(args: argparse.Namespace) -> int:
             principal=principal_of(user, via="shell"),
             settings=settings,
             factory=factory,
-            store=LocalBlobStore(settings.store_root, settings.staging_dir),
+            store=make_blob_store(settings),
             number=args.case_number,
             reason=args.reason,
         )
@@ -143,7 +143,7 @@ def _add_retention_parser(sub: Any) -> None:
 
 def _retention_sweep(args: argparse.Namespace) -> int:
     from server.db import check_migrated, make_engine, session_factory
-    from server.evidence.store import LocalBlobStore
+    from server.evidence.backend import make_blob_store
     from server.retention.sweep import sweep
 
     settings = _settings(args)
@@ -151,7 +151,7 @@ def _retention_sweep(args: argparse.Namespace) -> int:
     check_migrated(engine)
     done = sweep(
         factory=session_factory(engine),
-        store=LocalBlobStore(settings.store_root, settings.staging_dir),
+        store=make_blob_store(settings),
         months=args.non_case_months,
         dry_run=args.dry_run,
     )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edge.sync.protocol import DEFAULT_PREFIX
@@ -43,6 +43,20 @@ class ServerSettings(BaseSettings):
         default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/fieldproof.db"
     )
     store: Path | None = Field(default=None, description="evidence store root; default <data_dir>/store")
+    #: Where footage and text records go (docs/object-store.md): ``local`` (a directory, the embedded
+    #: default) or ``s3`` (an S3-compatible object store with Object Lock: SeaweedFS, MinIO, Ceph RGW, S3).
+    store_backend: Literal["local", "s3"] = "local"
+    s3_endpoint: str | None = Field(default=None, description="e.g. http://127.0.0.1:8333; none: AWS's own")
+    s3_region: str = "us-east-1"
+    s3_bucket: str | None = Field(default=None, description="the evidence bucket, created with Object Lock")
+    s3_prefix: str = Field(default="", description="key prefix inside the bucket, e.g. bureau-a/")
+    #: Credentials; when unset, boto3's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profiles…).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    #: COMPLIANCE retention put on every committed blob, in days from commit; 0 = no Object Lock.
+    #: The default covers the 6-month floor of non-case footage (docs/retention.md).
+    s3_object_lock_days: int = Field(default=184, ge=0, le=36500)
+    s3_part_size: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024 * 1024 * 1024)
     ca_dir: Path | None = Field(default=None, description="the provisioning CA directory")
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(default=8883, ge=1, le=65535)
@@ -82,6 +96,14 @@ class ServerSettings(BaseSettings):
                 "postgresql+psycopg://USER@HOST:PORT/DB"
             )
         return v
+
+    @model_validator(mode="after")
+    def _s3(self) -> ServerSettings:
+        if self.store_backend == "s3" and not self.s3_bucket:
+            raise ValueError("store_backend s3 needs FIELDPROOF_S3_BUCKET (and usually FIELDPROOF_S3_ENDPOINT)")
+        if self.s3_prefix and (self.s3_prefix.startswith("/") or not self.s3_prefix.endswith("/")):
+            raise ValueError("s3_prefix must be empty or end with '/' and not start with it, e.g. bureau-a/")
+        return self
 
     @model_validator(mode="after")
     def _absolute(self) -> ServerSettings:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -131,6 +131,10 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
+#: The PostgreSQL advisory lock key ``migrate`` holds for its transaction ("fpmigrat" as a big-endian integer).
+MIGRATE_LOCK: Final = int.from_bytes(b"fpmigrat", "big") - 2**63
+
+
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` to ``revision`` (``alembic upgrade head``)."""
     from alembic import command
@@ -138,6 +142,10 @@ def migrate(url: str, revision: str = "head") -> None:
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Several hosts may run ``server migrate`` at once (an upgrade, docs/deployment.md): the
+                # first migrates, the others wait for its commit and then find the database at head.
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK})")
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)

@@ -5,6 +5,9 @@ Power-loss defence: a row is committed — fsynced — *before* the record is pu
 state changes only when a signed ack from the server arrives. So after a crash or a power cut the
 dock knows every record it ever took from a recorder, and which of them the server has acknowledged;
 nothing the server acknowledged is forgotten, and nothing unacknowledged is taken for delivered.
+Two kinds of update claim nothing and are committed without an fsync (a later durable commit carries
+them): the offset of a ``pending`` ack, and a send count. A power cut that takes one back makes the dock
+resend bytes the server already holds — answered as before — and costs nothing else.
 A record offered again with the same (recorder, seq, hash) changes nothing; a *different* hash at a
 held seq is a fork: refused, kept in ``forks`` and reported.
 
@@ -171,9 +174,11 @@ _UNRELEASED: Final = (
 )
 
 
+_NAMES: Final = tuple(c.strip() for c in _COLUMNS.split(","))
+
+
 def _row(r: tuple[Any, ...]) -> OutboxRow:
-    names = [c.strip() for c in _COLUMNS.split(",")]
-    values: dict[str, Any] = dict(zip(names, r, strict=True))
+    values: dict[str, Any] = dict(zip(_NAMES, r, strict=True))
     values["released"] = bool(values["released"])
     return OutboxRow(**values)
 
@@ -220,15 +225,25 @@ class Outbox:
         self.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``durable=False`` commits without an fsync (WAL, ``synchronous=NORMAL``
+        for this commit only): for bookkeeping a power cut may take back without harm — a ``pending``
+        offset (the dock then resends bytes the server already holds, and is answered the same) or a
+        send count. The next durable commit syncs the WAL, and these frames with it, in order."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     # -- taking records ----------------------------------------------------------------------------
 
@@ -347,7 +362,7 @@ class Outbox:
     def mark_sent(self, recorder: str, seqs: Iterable[int]) -> None:
         """Count a publication of these records (queued → sent); bookkeeping, no delivery claim."""
         now = now_timestamp()
-        with self._tx() as db:
+        with self._tx(durable=False) as db:  # no delivery claim: a lost count costs nothing
             db.executemany(
                 "UPDATE records SET attempts = attempts + 1, updated_at = ?,"
                 " state = CASE state WHEN 'queued' THEN 'sent' ELSE state END"
@@ -378,7 +393,9 @@ class Outbox:
         if text is None:
             text = json.dumps(dict(ack), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
         now = now_timestamp()
-        with self._tx() as db:
+        # A final ack is committed durably before paho PUBACKs it (the broker redelivers it after a
+        # crash); a pending one need not be: losing it only makes the dock resend from an older offset.
+        with self._tx(durable=status != "pending") as db:
             r = db.execute(_SELECT_ONE, (recorder, seq)).fetchone()
             if r is None:
                 return None

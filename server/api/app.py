@@ -26,6 +26,7 @@ from server.evidence.views import router as evidence_router
 from server.export.views import router as export_router
 from server.retention.views import router as retention_router
 from server.verification.views import router as verification_router
+from server.web.views import install as install_web_pages
 
 
 async def _unprocessable(_request: Request, exc: RequestValidationError) -> Response:
@@ -89,4 +90,5 @@ def create_app(
     app.include_router(cases_router, prefix="/api/v1")
     app.include_router(custody_log_router, prefix="/api/v1")
     app.include_router(retention_router, prefix="/api/v1")
+    install_web_pages(app)  # server-rendered pages (docs/web.md): the same services, roles and events
     return app

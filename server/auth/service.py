@@ -11,10 +11,11 @@ import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import case, delete, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from server.auth.errors import (
     ConflictError,
@@ -299,6 +300,23 @@ def start_session(
     return secret, row
 
 
+_Row = TypeVar("_Row", AuthSession, ApiToken)
+
+
+def _with_user(session: Session, model: type[_Row], secret: str) -> tuple[_Row, User] | None:
+    """The session or token row whose hash is the secret's, with its user and roles: one query (each
+    request pays it)."""
+    q = (
+        select(model, User)
+        .join(User, User.id == model.user_id)
+        .outerjoin(UserRole, UserRole.user_id == User.id)
+        .options(contains_eager(User.role_rows))
+        .where(model.token_hash == secret_digest(secret))
+    )
+    row = session.execute(q).unique().first()
+    return None if row is None else (row[0], row[1])
+
+
 def resolve_session(
     session: Session, *, secret: str, settings: AuthSettings, now: datetime | None = None
 ) -> Principal | None:
@@ -309,13 +327,15 @@ def resolve_session(
     now = now or utc_now()
     if not secret or len(secret) > MAX_SECRET:
         return None
-    row = session.scalar(select(AuthSession).where(AuthSession.token_hash == secret_digest(secret)))
-    if row is None or row.revoked_at is not None or now >= row.expires_at:
+    found = _with_user(session, AuthSession, secret)
+    if found is None:
+        return None
+    row, user = found
+    if row.revoked_at is not None or now >= row.expires_at:
         return None
     if now - row.last_seen_at >= settings.session_idle:
         return None
-    user = session.get(User, row.user_id)
-    if user is None or not user.active:
+    if not user.active:
         return None
     if now - row.last_seen_at >= TOUCH_EVERY:
         row.last_seen_at = now
@@ -390,11 +410,13 @@ def resolve_token(session: Session, *, secret: str, now: datetime | None = None)
     now = now or utc_now()
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > MAX_SECRET:
         return None
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == secret_digest(secret)))
-    if row is None or row.revoked_at is not None or now >= row.expires_at:
+    found = _with_user(session, ApiToken, secret)
+    if found is None:
         return None
-    user = session.get(User, row.user_id)
-    if user is None or not user.active:
+    row, user = found
+    if row.revoked_at is not None or now >= row.expires_at:
+        return None
+    if not user.active:
         return None
     if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
         row.last_used_at = now

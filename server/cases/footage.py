@@ -8,13 +8,14 @@ without one, the segment's own value — as captured, or as the device's own ann
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, Select, and_, cast, exists, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Float, Select, and_, cast, exists, false, func, or_, select, true, union
 from sqlalchemy.orm import Session, aliased
 
 from custody.timefmt import utc_timestamp
@@ -127,7 +128,13 @@ class Footage:
         return f"{self.device}:{self.seq}"
 
 
+_FIRST_FIX = aliased(SegmentFix, name="first_fix")  # aliased: search's ``near`` correlates SegmentFix
+
+
+@functools.cache
 def _select() -> Select[Any]:
+    """The footage columns (one row per segment, its first fix joined): built once — a statement of
+    five correlated subqueries costs more to build than to run on a case's worth of rows."""
     return (
         select(
             Segment.id,
@@ -154,29 +161,22 @@ def _select() -> Select[Any]:
             func.coalesce(SegmentFacts.scene, ""),
             func.coalesce(SegmentFacts.container, "mp4-fragmented"),
             func.coalesce(SegmentFacts.duration_ms, 0),
+            _FIRST_FIX.lat_e7,
+            _FIRST_FIX.lon_e7,
         )
         .join(Record, Record.id == Segment.record_id)
         .join(EvidenceFile, EvidenceFile.digest == Segment.digest)
         .outerjoin(SegmentFacts, SegmentFacts.segment_id == Segment.id)
+        .outerjoin(_FIRST_FIX, and_(_FIRST_FIX.segment_id == Segment.id, _FIRST_FIX.n == 0))
     )
 
 
 def _rows(session: Session, query: Select[Any]) -> list[Footage]:
-    rows = [list(r) for r in session.execute(query)]
-    ids = [r[0] for r in rows]
-    first: dict[int, tuple[int, int]] = {}
-    for chunk in range(0, len(ids), 500):
-        fixes = session.execute(
-            select(SegmentFix.segment_id, SegmentFix.lat_e7, SegmentFix.lon_e7).where(
-                SegmentFix.segment_id.in_(ids[chunk : chunk + 500]), SegmentFix.n == 0
-            )
-        )
-        first.update({sid: (lat, lon) for sid, lat, lon in fixes})
     out = []
-    for r in rows:
-        r[16] = bool(r[16])
-        lat, lon = first.get(r[0], (None, None))
-        out.append(Footage(*r, lat_e7=lat, lon_e7=lon))
+    for r in session.execute(query):
+        row = list(r)
+        row[16] = bool(row[16])
+        out.append(Footage(*row))
     return out
 
 
@@ -217,18 +217,61 @@ def segments_by_id(session: Session, ids: Sequence[int]) -> list[Footage]:
     return _rows(session, _select().where(Segment.id.in_(list(ids))).order_by(*_ORDER))
 
 
+def _case_candidates(numbers: list[str]) -> list[Select[Any]]:
+    """Segments whose current case *may* be one of ``numbers``, found through indexes: those captured
+    (or device-annotated) with it, and those a server annotation links to it. A segment's current
+    case is one of these two values, so the set is a superset; the caller applies the rule itself."""
+    return [
+        select(Segment.id).where(Segment.case_number.in_(numbers)),
+        select(FootageAnnotationTarget.segment_id)
+        .join(FootageAnnotation, FootageAnnotation.id == FootageAnnotationTarget.annotation_id)
+        .where(FootageAnnotation.case_number.in_(numbers)),
+    ]
+
+
+def _subject_candidates(uscc: str) -> list[Select[Any]]:
+    """Segments whose current subject *may* be ``uscc`` (as :func:`_case_candidates`). The captured
+    subject is free text on a recorder, so its index is on its first 18 characters (a USCC's length)."""
+    return [
+        select(Segment.id).where(func.substr(Segment.subject, 1, 18) == uscc[:18], Segment.subject == uscc),
+        select(FootageAnnotationTarget.segment_id)
+        .join(FootageAnnotation, FootageAnnotation.id == FootageAnnotationTarget.annotation_id)
+        .where(FootageAnnotation.subject_uscc == uscc),
+    ]
+
+
 def of_case(session: Session, *, scope: Scope, case_number: str) -> list[Footage]:
-    """The segments whose current case is ``case_number`` that the scope may read, in time order."""
-    q = _select().where(current_case() == case_number, visible(scope)).order_by(*_ORDER)
+    """The segments whose current case is ``case_number`` that the scope may read, in time order.
+
+    Narrowed by index to the candidates first: the current-value rule (a correlated subquery per row)
+    then runs over a recording's worth of rows, not over all footage (docs/case-file.md, benchmark)."""
+    candidates = union(*_case_candidates([case_number])).subquery()
+    q = (
+        _select()
+        .join(candidates, candidates.c.id == Segment.id)
+        .where(current_case() == case_number, visible(scope))
+        .order_by(*_ORDER)
+    )
     return _rows(session, q)
 
 
 def of_subject(session: Session, *, scope: Scope, uscc: str, case_numbers: set[str]) -> list[Footage]:
-    """Segments of the subject: its current subject is the code, or its current case is one of its cases."""
+    """Segments of the subject: its current subject is the code, or its current case is one of its cases.
+    Narrowed by index first, as :func:`of_case`."""
+    numbers = sorted(case_numbers)
+    parts = _subject_candidates(uscc)
     clause = current_subject() == uscc
-    if case_numbers:
-        clause = or_(clause, current_case().in_(sorted(case_numbers)))
-    return _rows(session, _select().where(clause, visible(scope)).order_by(*_ORDER))
+    if numbers:
+        parts += _case_candidates(numbers)
+        clause = or_(clause, current_case().in_(numbers))
+    candidates = union(*parts).subquery()
+    q = (
+        _select()
+        .join(candidates, candidates.c.id == Segment.id)
+        .where(clause, visible(scope))
+        .order_by(*_ORDER)
+    )
+    return _rows(session, q)
 
 
 def of_recording(session: Session, *, scope: Scope, device: str, recording: str) -> list[Footage]:

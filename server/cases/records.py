@@ -232,6 +232,15 @@ def may_open(session: Session, principal: Principal, record: TextRecord, case: C
 
 def of_case(session: Session, *, case_id: int) -> list[TextRecord]:
     """A case's text records, oldest first."""
-    return list(
-        session.scalars(select(TextRecord).where(TextRecord.case_id == case_id).order_by(TextRecord.id))
-    )
+    return of_cases(session, case_ids=[case_id]).get(case_id, [])
+
+
+def of_cases(session: Session, *, case_ids: list[int]) -> dict[int, list[TextRecord]]:
+    """The text records of several cases (case id → records, oldest first), in one query."""
+    out: dict[int, list[TextRecord]] = {}
+    if not case_ids:
+        return out
+    q = select(TextRecord).where(TextRecord.case_id.in_(sorted(set(case_ids)))).order_by(TextRecord.id)
+    for r in session.scalars(q):
+        out.setdefault(r.case_id, []).append(r)
+    return out

@@ -25,7 +25,7 @@ from server.cases.errors import NotFoundError, RestrictedError
 from server.cases.footage import Footage, SearchQuery
 from server.cases.models import Case, EnforcementSubject, TextRecord
 from server.cases.policy import Action, Scope
-from server.cases.service import BUREAU_TZ, find_case, get_subject
+from server.cases.service import BUREAU_TZ, get_subject
 from server.custody_log.service import log_event
 
 #: At most this many item references are listed in one custody event's detail.
@@ -85,10 +85,13 @@ def _restrictions(session: Session, numbers: Iterable[str]) -> dict[str, str]:
 
 
 def _unlocked(
-    session: Session, principal: Principal, segments: list[Footage]
+    session: Session, principal: Principal, segments: list[Footage], known: Iterable[Case] = ()
 ) -> tuple[list[Footage], list[AccessRequest], list[Footage]]:
-    """Split segments into those the principal may open and those withheld (restricted, no grant)."""
-    restricted = _restrictions(session, (s.case_number for s in segments))
+    """Split segments into those the principal may open and those withheld (restricted, no grant).
+    ``known``: cases already loaded, whose restriction need not be read again."""
+    loaded = {c.number: c.restriction for c in known}
+    restricted = {n: r for n, r in loaded.items() if r is not None}
+    restricted |= _restrictions(session, (s.case_number for s in segments if s.case_number not in loaded))
     shown, grants, withheld = [], [], []
     for s in segments:
         restriction = restricted.get(s.case_number)
@@ -177,11 +180,17 @@ class CaseFile:
 
 def case_file(session: Session, *, principal: Principal, number: str, reason: str | None = None) -> CaseFile:
     """The case file of ``number``: 404 unless assigned (or custodian), 403 if restricted without a grant."""
-    case = find_case(session, number=number)
+    # The case with its subject in one round trip (each request of the case file pays it).
+    row = session.execute(
+        select(Case, EnforcementSubject)
+        .join(EnforcementSubject, EnforcementSubject.id == Case.subject_id)
+        .where(Case.number == number)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"no case {number} that you may see")
+    case, subject = row
     scope = policy.ensure_reads_case(session, principal, case)
     grant = policy.unlock(session, principal, restriction=case.restriction, targets=[("case", case.number)])
-    subject = session.get(EnforcementSubject, case.subject_id)
-    assert subject is not None  # a foreign key
     texts = [
         (r, records.may_open(session, principal, r, case)) for r in records.of_case(session, case_id=case.id)
     ]
@@ -245,6 +254,7 @@ def dossier(session: Session, *, principal: Principal, subject_id: int, reason: 
     items: list[TimelineItem] = []
     grants: list[AccessRequest] = []
     shown_records: list[int] = []
+    opened: list[Case] = []
     for c in readable:
         try:
             grant = policy.unlock(session, principal, restriction=c.restriction, targets=[("case", c.number)])
@@ -255,10 +265,13 @@ def dossier(session: Session, *, principal: Principal, subject_id: int, reason: 
             continue
         if grant is not None:
             grants.append(grant)
+        opened.append(c)
+    texts = records.of_cases(session, case_ids=[c.id for c in opened])
+    for c in opened:
         items.append(TimelineItem(_day(c.opened_on), "case-opened", c.number))
         if c.closed_on is not None:
             items.append(TimelineItem(_day(c.closed_on), "case-closed", c.number))
-        for r in records.of_case(session, case_id=c.id):
+        for r in texts.get(c.id, []):
             opened = records.may_open(session, principal, r, c)
             shown_records.append(r.id)
             items.append(
@@ -266,7 +279,10 @@ def dossier(session: Session, *, principal: Principal, subject_id: int, reason: 
             )
     numbers = {c.number for c in cases}
     segments, seg_grants, withheld = _unlocked(
-        session, principal, footage.of_subject(session, scope=scope, uscc=subject.uscc, case_numbers=numbers)
+        session,
+        principal,
+        footage.of_subject(session, scope=scope, uscc=subject.uscc, case_numbers=numbers),
+        known=cases,
     )
     grants.extend(g for g in seg_grants if g not in grants)
     for rec in group(segments):

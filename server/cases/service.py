@@ -464,15 +464,27 @@ def assignments_of(
     session: Session, *, case_id: int, include_ended: bool = False
 ) -> list[tuple[CaseAssignment, str]]:
     """The case's assignments with usernames, oldest first."""
+    return assignments_of_cases(session, case_ids=[case_id], include_ended=include_ended).get(case_id, [])
+
+
+def assignments_of_cases(
+    session: Session, *, case_ids: list[int], include_ended: bool = False
+) -> dict[int, list[tuple[CaseAssignment, str]]]:
+    """Several cases' assignments with usernames (case id → oldest first), in one query."""
+    out: dict[int, list[tuple[CaseAssignment, str]]] = {}
+    if not case_ids:
+        return out
     q = (
         select(CaseAssignment, User.username)
         .join(User, User.id == CaseAssignment.user_id)
-        .where(CaseAssignment.case_id == case_id)
+        .where(CaseAssignment.case_id.in_(sorted(set(case_ids))))
         .order_by(CaseAssignment.id)
     )
     if not include_ended:
         q = q.where(CaseAssignment.ended_at.is_(None))
-    return [(a, name) for a, name in session.execute(q)]
+    for a, name in session.execute(q):
+        out.setdefault(a.case_id, []).append((a, name))
+    return out
 
 
 def usernames(session: Session, ids: set[int]) -> dict[int, str]:

@@ -29,6 +29,7 @@ from server.cases.footage import MAX_RADIUS_M, SearchQuery
 from server.cases.models import (
     MEDIA_TYPES,
     Case,
+    CaseAssignment,
     EnforcementSubject,
     FootageAnnotation,
     FootageAnnotationTarget,
@@ -56,7 +57,7 @@ from server.cases.schemas import (
     TextRecordOut,
     TimelineItemOut,
 )
-from server.cases.views_common import answers
+from server.cases.views_common import answers, json_answer
 from server.evidence.models import Segment
 from server.evidence.service import RangeNotSatisfiableError
 from server.evidence.views import (
@@ -130,7 +131,12 @@ def _officer_out(o: Any) -> OfficerOut:
     )
 
 
-def _case_out(session: Session, c: Case) -> CaseOut:
+def _case_out(
+    session: Session, c: Case, assignments: list[tuple[CaseAssignment, str]] | None = None
+) -> CaseOut:
+    """``assignments``: the case's, when already read (a list of cases reads them in one query)."""
+    if assignments is None:
+        assignments = service.assignments_of(session, case_id=c.id)
     matter = catalogue().get(c.matter_code)
     return CaseOut(
         id=c.id,
@@ -153,7 +159,7 @@ def _case_out(session: Session, c: Case) -> CaseOut:
                 assigned_at=a.assigned_at,
                 ended_at=a.ended_at,
             )
-            for a, name in service.assignments_of(session, case_id=c.id)
+            for a, name in assignments
         ],
     )
 
@@ -220,7 +226,7 @@ def get_subject(subject_id: IdParam, session: SessionDep, principal: PrincipalDe
 @router.get("/subjects/{subject_id}/dossier", response_model=DossierOut, responses=_errors(404))
 def subject_dossier(
     subject_id: IdParam, session: SessionDep, principal: PrincipalDep, reason: Reason = None
-) -> DossierOut:
+) -> Response:
     """The subject's dossier (一户一档): its cases, their text records and its footage as one timeline."""
     with answers():
         d = retrieval.dossier(session, principal=principal, subject_id=subject_id, reason=reason)
@@ -242,9 +248,13 @@ def subject_dossier(
                 restriction=item.restriction,  # type: ignore[arg-type]
             )
         )
-    return DossierOut(
-        subject=_subject_out(d.subject), cases=[_case_out(session, c) for c in d.cases], timeline=timeline
+    assigned = service.assignments_of_cases(session, case_ids=[c.id for c in d.cases])
+    out = DossierOut(
+        subject=_subject_out(d.subject),
+        cases=[_case_out(session, c, assigned.get(c.id, [])) for c in d.cases],
+        timeline=timeline,
     )
+    return json_answer(out)
 
 
 # -- officers ----------------------------------------------------------------------------------------
@@ -314,7 +324,8 @@ def list_cases(
         rows = service.list_cases(
             session, principal=principal, subject_id=subject_id, status=status, limit=limit, offset=offset
         )
-    return [_case_out(session, c) for c in rows]
+    assigned = service.assignments_of_cases(session, case_ids=[c.id for c in rows])
+    return [_case_out(session, c, assigned.get(c.id, [])) for c in rows]
 
 
 @router.get("/cases/by-number/{number:path}", response_model=CaseFileOut, responses=_errors(403, 404))
@@ -323,12 +334,12 @@ def case_by_number(
     session: SessionDep,
     principal: PrincipalDep,
     reason: Reason = None,
-) -> CaseFileOut:
+) -> Response:
     """The case file: the case, its text records, and its footage grouped by recording (current case)."""
     with answers():
         cf = retrieval.case_file(session, principal=principal, number=number, reason=reason)
     session.commit()
-    return CaseFileOut(
+    out = CaseFileOut(
         case=_case_out(session, cf.case),
         subject=_subject_out(cf.subject),
         text_records=[
@@ -336,6 +347,7 @@ def case_by_number(
         ],
         recordings=[recording_out(r) for r in cf.recordings],
     )
+    return json_answer(out)
 
 
 @router.get("/cases/{case_id}", response_model=CaseOut, responses=_errors(404))

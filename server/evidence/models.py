@@ -33,7 +33,11 @@ class Segment(Base):
     """A segment or recovered record's facts, for finding footage without parsing journal lines."""
 
     __tablename__ = "segments"
-    __table_args__ = (Index(None, "device", "seq", unique=True), Index(None, "case_number"))
+    __table_args__ = (
+        Index(None, "device", "seq", unique=True),
+        Index(None, "case_number"),
+        Index("ix_segments_device_recording", "device", "recording"),  # migration 0006
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     record_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("records.id"), unique=True)

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from server.cases.footage import index_segment
 from server.custody_log.service import log_event
-from server.db import insert_ignore, transaction, utc_now
-from server.errors import HashMismatchError, ServerError
+from server.db import insert_ignore
+from server.errors import ServerError
 from server.evidence.models import EvidenceFile, Segment
 from server.evidence.store import BlobStore
 from server.ingest.models import Record
@@ -139,80 +139,6 @@ class FileOutcome:
     digest: str
     records: list[StoredRecord]
     reason: str = ""
-
-
-def complete_file(
-    *, factory: sessionmaker[Session], store: BlobStore, digest: str, actor: str, dock: str
-) -> FileOutcome:
-    """Commit a fully received file to the store (hash checked there), then file it in the database.
-
-    Order: the blob is durable before the row says ``stored``; the row and the ``filed`` events are
-    committed before the caller may ack. A crash in between leaves a committed blob and a pending row,
-    which the next chunk, record or ``have?`` completes (commit is idempotent).
-    """
-    try:
-        size = store.commit(digest)
-    except HashMismatchError as exc:
-        with transaction(factory) as s:
-            rows = _records_of(s, digest)
-            for r in rows:
-                log_event(
-                    session=s,
-                    kind="rejected",
-                    code="hash-mismatch",
-                    actor=actor,
-                    device=r.device,
-                    seq=r.seq,
-                    record_hash=r.hash,
-                    digest=digest,
-                    dock=dock,
-                    detail={"reason": str(exc), "received_digest": exc.actual},
-                )
-        return FileOutcome("hash-mismatch", digest, rows, f"hash-mismatch: {exc}")
-    now = utc_now()
-    with transaction(factory) as s:
-        s.execute(
-            update(EvidenceFile)
-            .where(EvidenceFile.digest == digest, EvidenceFile.status == "pending")
-            .values(status="stored", stored_at=now, blob_key=store.key(digest))
-        )
-        pending = list(
-            s.scalars(
-                select(Record)
-                .join(Segment, Segment.record_id == Record.id)
-                .where(Segment.digest == digest, Record.status == "pending")
-            )
-        )
-        for rec in pending:
-            # Conditional update: of two workers finishing the same file, only one files each record.
-            done = s.execute(
-                update(Record).where(Record.id == rec.id, Record.status == "pending").values(status="stored")
-            )
-            if done.rowcount:  # type: ignore[attr-defined]
-                log_event(
-                    session=s,
-                    kind="filed",
-                    actor=actor,
-                    device=rec.device,
-                    seq=rec.seq,
-                    record_hash=rec.hash,
-                    digest=digest,
-                    dock=dock,
-                    detail={"size": size, "blob": store.key(digest), "sha256_verified_over": "stored bytes"},
-                )
-        rows = _records_of(s, digest)
-    return FileOutcome("stored", digest, rows)
-
-
-def _records_of(session: Session, digest: str) -> list[StoredRecord]:
-    rows = session.execute(
-        select(Record.device, Record.seq, Record.hash, Record.dock, EvidenceFile.size)
-        .join(Segment, Segment.record_id == Record.id)
-        .join(EvidenceFile, EvidenceFile.digest == Segment.digest)
-        .where(Segment.digest == digest)
-        .order_by(Record.device, Record.seq)
-    )
-    return [StoredRecord(*r) for r in rows]
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,17 @@ class BlobStore(ABC):
             self.write_at(digest, offset, data)
         return self.received(digest)
 
+    def stage_many(self, digest: str, chunks: Sequence[tuple[int, bytes]]) -> int:
+        """Like ``write_many``, except that the chunks need not be durable yet: ``flush`` makes them so.
+        Returns ``received`` (what is durable, which these chunks may not be part of), or the blob's
+        size when the chunks complete it (then ``commit`` comes next and makes everything durable).
+        A store that writes durably at once needs no more than this default."""
+        return self.write_many(digest, chunks)
+
+    def flush(self, digest: str) -> int:
+        """Make what ``stage_many`` wrote for ``digest`` durable; returns ``received``."""
+        return self.received(digest)
+
     @abstractmethod
     def received(self, digest: str) -> int:
         """Bytes durably staged contiguously from 0 (the blob's size once committed; 0 if unknown)."""
@@ -131,6 +142,10 @@ class LocalBlobStore(BlobStore):
         # Blobs whose last bytes this instance wrote without a flush or markers (write_many completed
         # them): commit flushes before it hashes. Memory only: lost with the process, never claimed.
         self._complete_unsynced: set[str] = set()
+        # Ranges (offset, length) stage_many wrote and no flush has yet made durable or marked. Memory
+        # only, like the above: nothing is claimed for them until ``flush``; a process that dies with
+        # some leaves bytes that no marker counts, which are simply received again.
+        self._unflushed: dict[str, list[tuple[int, int]]] = {}
 
     # -- paths -----------------------------------------------------------------------------------
 
@@ -258,9 +273,18 @@ class LocalBlobStore(BlobStore):
     def write_many(self, digest: str, chunks: Sequence[tuple[int, bytes]]) -> int:
         return self._write(digest, chunks, defer_complete=True)
 
-    def _write(self, digest: str, chunks: Sequence[tuple[int, bytes]], *, defer_complete: bool) -> int:
+    def stage_many(self, digest: str, chunks: Sequence[tuple[int, bytes]]) -> int:
+        return self._write(digest, chunks, defer_complete=True, flush=False)
+
+    def flush(self, digest: str) -> int:
+        return self._write(digest, [], defer_complete=False)
+
+    def _write(
+        self, digest: str, chunks: Sequence[tuple[int, bytes]], *, defer_complete: bool, flush: bool = True
+    ) -> int:
         with self._lock(digest, exclusive=False):
             if self.exists(digest):
+                self._unflushed.pop(digest, None)
                 return self.size(digest)  # committed: nothing more to receive
             size = self._announced(digest)
             if size is None:
@@ -271,17 +295,21 @@ class LocalBlobStore(BlobStore):
             # Staged bytes are never written again: idempotent by (digest, offset), and a chunk resent
             # with other bytes cannot change what was already counted.
             marked = self._parts(digest)
-            covered = list(marked)
+            # Written here before, not yet flushed: not written again, flushed with these.
+            unflushed = self._unflushed.get(digest, [])
+            covered = sorted([*marked, *unflushed])
             todo: list[tuple[int, memoryview]] = []
             for offset, data in sorted(chunks, key=lambda c: c[0]):
                 for start, end in _uncovered(offset, offset + len(data), covered):
                     todo.append((start, memoryview(data)[start - offset : end - offset]))
                     covered = sorted([*covered, (start, end - start)])
-            if not todo:
+            written = [(o, len(v)) for o, v in todo]
+            if not todo and (not flush or not unflushed):
                 return min(size, self._contiguous(marked))
             try:
                 fd = os.open(self._stage(digest) / _DATA, os.O_WRONLY)
             except FileNotFoundError:
+                self._unflushed.pop(digest, None)
                 raise NotStagedError(
                     f"staging of {digest} was discarded meanwhile; announce it again"
                 ) from None
@@ -294,20 +322,30 @@ class LocalBlobStore(BlobStore):
                     # Complete: commit comes next and syncs the file before it hashes; markers
                     # would only be flushed to be deleted. Nothing is claimed for these bytes.
                     self._complete_unsynced.add(digest)
+                    self._unflushed.pop(digest, None)
                     return size
+                if not flush:
+                    # Not claimed: counted only once a flush has synced and marked them.
+                    self._unflushed[digest] = _merge([*unflushed, *written])
+                    return min(size, self._contiguous(marked))
                 # Durable before it counts: first the bytes ...
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
+            written = _merge([*self._unflushed.pop(digest, []), *written])
             # ... then (before the first marker) the staging directory itself ...
             if not marked:
                 self._make_durable(digest)
             # ... then the markers that say so, then their names.
-            for offset, length in _merge([(o, len(v)) for o, v in todo]):
+            for offset, length in written:
                 marker = self._stage(digest) / f"{offset:013d}.{length:010d}"
                 os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, _STAGED_MODE))
             fsync_dir(self._stage(digest))
-            return min(size, self._contiguous(_merge([*marked, *((o, len(v)) for o, v in todo)])))
+            # Read the markers again: another worker writing other chunks of this file at the same
+            # time saw neither our markers nor we its, and if each stopped at what it saw, nobody
+            # would find the file complete (until a resend). Whoever now sees it whole commits it
+            # (commit is idempotent, so two who both see it are harmless).
+            return min(size, self._contiguous(self._parts(digest)))
 
     def received(self, digest: str) -> int:
         if self.exists(digest):
@@ -319,6 +357,7 @@ class LocalBlobStore(BlobStore):
 
     def discard_staging(self, digest: str, *, durable: bool = True) -> None:
         self._complete_unsynced.discard(digest)
+        self._unflushed.pop(digest, None)
         stage = self._stage(digest)
         if stage.exists():
             # Rename first, so no reader ever sees half a staging directory, then remove.

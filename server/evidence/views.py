@@ -22,8 +22,10 @@ from server.cases.footage import Footage, fixes_of
 from server.cases.schemas import AnnotationRefOut, PlaceOut, RecordingOut, SegmentDetailOut, SegmentOut
 from server.cases.views_common import answers
 from server.devices.models import Device
+from server.evidence.backend import make_blob_store
 from server.evidence.service import RangeNotSatisfiableError, iter_blob, list_segments, parse_range
-from server.evidence.store import BlobStore, LocalBlobStore
+from server.evidence.store import BlobStore
+from server.retention.models import RetentionPurge
 
 router = APIRouter(tags=["evidence"])
 
@@ -40,7 +42,7 @@ def get_store(request: Request) -> BlobStore:
     with _STORE_LOCK:
         if not hasattr(state, "blob_store"):
             settings = state.settings
-            state.blob_store = LocalBlobStore(settings.store_root, settings.staging_dir)
+            state.blob_store = make_blob_store(settings)
         store: BlobStore = state.blob_store
         return store
 
@@ -241,6 +243,7 @@ _MEDIA = {
     200: {"content": {"video/mp4": {}, "video/mp2t": {}}, "description": "the whole file"},
     206: {"content": {"video/mp4": {}, "video/mp2t": {}}, "description": "the range asked for"},
     409: {"model": ErrorOut, "description": "the file has not been received completely yet"},
+    410: {"model": ErrorOut, "description": "the retention sweep deleted the file (its records remain)"},
     416: {"model": ErrorOut, "description": "the range lies outside the file"},
 }
 
@@ -264,6 +267,14 @@ def segment_media(
     if s.file_status != "stored":
         raise HTTPException(
             status_code=409, detail=f"segment {s.ref}: its file is not completely received yet"
+        )
+    purge = session.get(RetentionPurge, s.digest)
+    if purge is not None:
+        raise HTTPException(
+            status_code=410,
+            detail=f"segment {s.ref}: its file was deleted by the retention sweep at "
+            f"{purge.purged_at.isoformat()} (class {purge.retention_class}, due {purge.due_at.date()}); "
+            "its capture record and custody events remain",
         )
     name = s.file_name.rsplit("/", 1)[-1]
     try:

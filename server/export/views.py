@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from server.api.deps import SessionDep
-from server.auth.deps import AUTH_RESPONSES, PrincipalDep
+from server.auth.deps import AUTH_RESPONSES, ErrorOut, PrincipalDep
 from server.auth.principal import Role
 from server.cases import retrieval
 from server.cases.views_common import answers
@@ -27,6 +27,19 @@ from server.evidence.views import get_store
 from server.export import service
 
 router = APIRouter(tags=["export"])
+
+_EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    404: {"model": ErrorOut, "description": "no such case, or not one this user may see"},
+    503: {
+        "model": ErrorOut,
+        "description": "the export cannot be signed: the server's key or CA is unusable",
+    },
+}
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    404: {"model": ErrorOut, "description": "no such export of this case"},
+}
 
 CaseNumber = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Reason = Annotated[str | None, Query(max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -48,7 +61,7 @@ class ExportOut(BaseModel):
     "/cases/by-number/{number:path}/export",
     status_code=201,
     response_model=ExportOut,
-    responses=AUTH_RESPONSES,
+    responses=_EXPORT_RESPONSES,
 )
 def export_case(
     number: CaseNumber, request: Request, session: SessionDep, principal: PrincipalDep, reason: Reason = None
@@ -105,7 +118,7 @@ def _archive(bag: Path, kind: str) -> Path:
 
 
 @router.get(
-    "/cases/by-number/{number:path}/exports/{export_id}", responses=AUTH_RESPONSES, response_model=None
+    "/cases/by-number/{number:path}/exports/{export_id}", responses=_DOWNLOAD_RESPONSES, response_model=None
 )
 def download_export(
     number: CaseNumber,

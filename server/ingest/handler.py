@@ -8,14 +8,17 @@ breaks something is logged as an ``error`` custody event and answered with nothi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import re
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import select
@@ -41,9 +44,9 @@ from server.custody_log.service import log_event
 from server.db import transaction, utc_now
 from server.devices.registry import DeviceRegistry, JudgedKey
 from server.devices.service import learnt_certificate
-from server.errors import BlobSizeError, NotStagedError
+from server.errors import BlobSizeError, HashMismatchError, NotStagedError
 from server.evidence.models import EvidenceFile, Segment
-from server.evidence.service import FileOutcome, complete_file
+from server.evidence.service import FileOutcome, StoredRecord
 from server.evidence.store import BlobStore
 from server.ingest.acks import AckSigner
 from server.ingest.models import Record
@@ -54,6 +57,8 @@ from server.ingest.service import (
     IncomingRecord,
     accept_record,
     chain_position,
+    file_records,
+    file_stored,
     pending_files,
 )
 
@@ -66,6 +71,8 @@ _EXCERPT: Final = 512
 #: Payloads larger than this are not parsed just to find out whom to answer.
 _SALVAGE_LIMIT: Final = 1024 * 1024
 _HAVE_INTERVAL: Final = 1.0
+#: A device's ``last_seen`` is written at most this often by one worker (seconds).
+_SEEN_INTERVAL: Final = 1.0
 _RETRIES: Final = 3
 #: Records whose announced file the handler remembers (a cache: records never change once filed).
 _ANNOUNCEMENTS_CACHED: Final = 4096
@@ -105,6 +112,19 @@ class _Accepted:
     hash: str
 
 
+@dataclass
+class _Prepared:
+    """A record message that passed its own checks, waiting for the chain's."""
+
+    dock: str
+    recorder: str
+    seq: int | None
+    rhash: str
+    line: bytes
+    incoming: IncomingRecord
+    now: datetime
+
+
 class _RefusalError(Exception):
     """Internal: a record refused before it reaches the database."""
 
@@ -133,7 +153,30 @@ class IngestHandler:
         self.signer = signer
         self.actor = actor
         self._last_have: dict[str, float] = {}
+        self._seen: dict[str, float] = {}  # device → when this worker last touched its row
+        self._held: dict[str, list[_Accepted]] = {}  # digest → chunks written, awaiting release()
+        self._held_bytes = 0
+        self._held_count = 0
+        bind = factory.kw.get("bind")
+        dialect = getattr(bind, "dialect", None)
+        self._write_lock = threading.Lock() if getattr(dialect, "name", "") == "sqlite" else None
         self._announcements: dict[tuple[str, int], _Announcement] = {}
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        """``server.db.transaction``; on SQLite, threads of this process take turns at a lock first.
+
+        SQLite has one writer at a time, and a writer that finds the database locked sleeps in
+        SQLite's busy handler (1, 2, 5, 10 … ms) before it looks again: the worker's thread and the
+        committer's, both writing, lost milliseconds per record to each other's commits. A lock in
+        the process hands the turn over at once; other processes still meet SQLite's own lock.
+        """
+        if self._write_lock is None:
+            with transaction(self.factory) as s:
+                yield s
+            return
+        with self._write_lock, transaction(self.factory) as s:
+            yield s
 
     # -- entry -----------------------------------------------------------------------------------
 
@@ -161,15 +204,25 @@ class IngestHandler:
         return answers
 
     def handle_batch(
-        self, messages: Sequence[tuple[str, bytes, list[tuple[str, str]] | None]], *, defer: bool
+        self,
+        messages: Sequence[tuple[str, bytes, list[tuple[str, str]] | None]],
+        *,
+        defer: bool,
+        hold: bool = False,
     ) -> tuple[list[Outgoing], Completion | None]:
         """``handle_many``; with ``defer``, files whose last bytes came in these messages are not
         committed here but returned as a ``Completion`` for ``complete`` (on another thread, so that
         one file's fsync, hash read-back and database commit overlap the next file's messages). The
-        answers returned claim only what is durable now; the completion's come from ``complete``."""
+        answers returned claim only what is durable now; the completion's come from ``complete``.
+
+        With ``hold``, chunks that do not complete their file are written but neither flushed nor
+        answered: ``release`` does both, later, for everything held (the worker calls it when no
+        message is waiting). Chunks that a later batch completes the file with are answered by the
+        file's ``stored`` acks instead (protocol §8 rule 10), so most files need no flush of their own
+        before the commit's."""
         completions: list[tuple[str, str]] | None = [] if defer else None
         try:
-            answers = self._dispatch_many(messages, completions)
+            answers = self._dispatch_many(messages, completions, hold=hold)
         except Exception as exc:
             log.exception("failed handling %d messages", len(messages))
             for topic, payload, _ in messages:
@@ -182,9 +235,7 @@ class IngestHandler:
         out: list[Outgoing] = []
         for dock, digest in completion.files:
             try:
-                outcome = complete_file(
-                    factory=self.factory, store=self.store, digest=digest, actor=self.actor, dock=dock
-                )
+                outcome = self._complete_file(digest, dock)
             except Exception as exc:  # as in handle(): logged, kept as an event, unanswered (resent)
                 log.exception("failed completing %s", digest)
                 self._log_error(f"{self.prefix}/dev/{dock}/up/chunk", digest.encode(), exc)
@@ -192,10 +243,51 @@ class IngestHandler:
             out += self._file_answers(dock, outcome)
         return out
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of chunks written but not yet flushed nor answered (``hold``)."""
+        return self._held_bytes
+
+    @property
+    def holding(self) -> bool:
+        """True while some chunks are held for ``release``."""
+        return bool(self._held)
+
+    @property
+    def held_chunks(self) -> int:
+        """How many chunks were ever held (a counter: it grows by each chunk held)."""
+        return self._held_count
+
+    def release(self) -> list[Outgoing]:
+        """Flush every held file and answer its held chunks, each ``pending`` with the count durable
+        after the flush (or, when that completes the file — the rest came through another worker —
+        with the file's answers). Never raises; a file that fails is logged as an ``error`` event and
+        its chunks go unanswered (the dock resends)."""
+        held, self._held, self._held_bytes = self._held, {}, 0
+        out: list[Outgoing] = []
+        for digest, accepted in held.items():
+            first = accepted[0].chunk
+            try:
+                try:
+                    got = self.store.flush(digest)
+                except (BlobSizeError, NotStagedError) as exc:
+                    out += self._size_rejections(accepted, exc)
+                    continue
+                if got >= first.size:
+                    out += self._file_answers(accepted[0].dock, self._complete_file(digest, accepted[0].dock))
+                else:
+                    out += self._pending_answers(accepted, got)
+            except Exception as exc:  # as in handle(): logged, kept as an event, unanswered (resent)
+                log.exception("failed flushing %s", digest)
+                self._log_error(f"{self.prefix}/dev/{accepted[0].dock}/up/chunk", digest.encode(), exc)
+        return out
+
     def _dispatch_many(
         self,
         messages: Sequence[tuple[str, bytes, list[tuple[str, str]] | None]],
         completions: list[tuple[str, str]] | None = None,
+        *,
+        hold: bool = False,
     ) -> list[Outgoing]:
         out: list[Outgoing] = []
         files: dict[str, list[_Accepted]] = {}
@@ -206,7 +298,7 @@ class IngestHandler:
                 dock, direction, what = "", "", ""
             if direction != "up" or what != "chunk":
                 for accepted in files.values():  # what came before is done before
-                    out += self._store_chunks(accepted, completions)
+                    out += self._store_chunks(accepted, completions, hold=hold)
                 files.clear()
                 out += self._dispatch(topic, payload, properties)
                 continue
@@ -216,7 +308,7 @@ class IngestHandler:
             else:
                 files.setdefault(checked.chunk.digest, []).append(checked)
         for accepted in files.values():
-            out += self._store_chunks(accepted, completions)
+            out += self._store_chunks(accepted, completions, hold=hold)
         return out
 
     def _dispatch(
@@ -243,6 +335,18 @@ class IngestHandler:
     # -- records ---------------------------------------------------------------------------------
 
     def _on_record(self, dock: str, payload: bytes) -> list[Outgoing]:
+        prepared = self._prepare_record(dock, payload)
+        if isinstance(prepared, list):
+            return prepared
+        try:
+            acc = self._accept(prepared.incoming, prepared.now)
+        except ChainRejectionError as exc:
+            return self._refuse(prepared, exc)
+        return self._accepted(prepared, acc)
+
+    def _prepare_record(self, dock: str, payload: bytes) -> list[Outgoing] | _Prepared:
+        """A record message checked as far as it can be without the chain (form, key, signature,
+        time): the rejection's answers, or what accepting it needs."""
         try:
             msg = parse_record_message(payload)
         except ProtocolError as exc:
@@ -290,14 +394,99 @@ class IngestHandler:
             dock=dock,
             dock_role=self.registry.role(dock),
             warnings=warnings,
+            seen_recently=self._seen_recently(facts.device, dock),
         )
-        try:
-            acc = self._accept(incoming, now)
-        except ChainRejectionError as exc:
-            return self._reject(
-                dock, exc.code, str(exc), recorder=msg.recorder, seq=seq, rhash=rhash, line=msg.line
+        return _Prepared(dock, msg.recorder, seq, rhash, msg.line, incoming, now)
+
+    def _refuse(self, p: _Prepared, exc: ChainRejectionError) -> list[Outgoing]:
+        return self._reject(
+            p.dock, exc.code, str(exc), recorder=p.recorder, seq=p.seq, rhash=p.rhash, line=p.line
+        )
+
+    def _accepted(self, p: _Prepared, acc: Acceptance) -> list[Outgoing]:
+        """The answer to a record whose transaction is committed."""
+        if acc.new:  # the device rows exist and were touched now
+            self._note_seen(
+                *(d for d in (p.incoming.facts.device, p.dock) if d not in p.incoming.seen_recently)
             )
-        return self._answer_record(dock, acc)
+        return self._answer_record(p.dock, acc)
+
+    def handle_records(self, messages: Sequence[tuple[str, bytes]]) -> list[Outgoing]:
+        """Several ``up/record`` messages (topic, payload) as ``handle`` would take them one by one,
+        except that the records that pass their own checks are accepted in one transaction — one
+        commit and one turn at the database's write lock for the lot, not one per record — each
+        inside a savepoint, so a record the chain refuses (or that another worker filed first: it is
+        then tried again alone) changes nothing for the others. Answers only after the commit.
+        Never raises; after an exception no answer is given (each is kept as an ``error`` event)."""
+        try:
+            return self._handle_records(messages)
+        except Exception as exc:
+            log.exception("failed handling %d records", len(messages))
+            for topic, payload in messages:
+                self._log_error(topic, payload, exc)
+            return []
+
+    def _handle_records(self, messages: Sequence[tuple[str, bytes]]) -> list[Outgoing]:
+        results: list[list[Outgoing] | _Prepared] = []
+        for topic, payload in messages:
+            try:
+                dock, direction, what = parse_topic(topic, self.prefix)
+            except ProtocolError:
+                dock, direction, what = "", "", ""
+            if direction != "up" or what != "record":
+                results.append(self._dispatch(topic, payload, None))
+            else:
+                results.append(self._prepare_record(dock, payload))
+        prepared = [p for p in results if isinstance(p, _Prepared)]
+        outcomes: dict[int, Acceptance | ChainRejectionError | None] = {}
+        if prepared:
+            touched: set[str] = set()
+            with self._transaction() as s:
+                for p in prepared:
+                    incoming = p.incoming
+                    if touched & {incoming.facts.device, p.dock}:
+                        incoming = replace(incoming, seen_recently=incoming.seen_recently | touched)
+                        p.incoming = incoming
+                    try:
+                        with s.begin_nested():
+                            acc = accept_record(session=s, incoming=incoming, now=p.now, actor=self.actor)
+                    except ChainRejectionError as exc:
+                        outcomes[id(p)] = exc
+                    except IntegrityError:
+                        outcomes[id(p)] = None  # another worker was first: alone, after this commit
+                    else:
+                        outcomes[id(p)] = acc
+                        if acc.new:
+                            touched |= {incoming.facts.device, p.dock}
+        out: list[Outgoing] = []
+        for r in results:
+            if not isinstance(r, _Prepared):
+                out += r
+                continue
+            outcome = outcomes[id(r)]
+            if outcome is None:
+                try:
+                    outcome = self._accept(r.incoming, r.now)
+                except ChainRejectionError as exc:
+                    outcome = exc
+            out += (
+                self._refuse(r, outcome)
+                if isinstance(outcome, ChainRejectionError)
+                else self._accepted(r, outcome)
+            )
+        return out
+
+    def _seen_recently(self, *devices: str) -> frozenset[str]:
+        """Devices this worker touched (``last_seen``) within the last second: not touched again."""
+        now = time.monotonic()
+        return frozenset(d for d in devices if now - self._seen.get(d, -_SEEN_INTERVAL) < _SEEN_INTERVAL)
+
+    def _note_seen(self, *devices: str) -> None:
+        now = time.monotonic()
+        if len(self._seen) > 10_000:
+            self._seen = {d: t for d, t in self._seen.items() if now - t < _SEEN_INTERVAL}
+        for d in devices:
+            self._seen[d] = now
 
     def _learnt(self, kid: str) -> Callable[[], str | None]:
         def lookup() -> str | None:
@@ -364,7 +553,7 @@ class IngestHandler:
     def _accept(self, incoming: IncomingRecord, now: Any) -> Acceptance:
         for attempt in range(_RETRIES):
             try:
-                with transaction(self.factory) as s:
+                with self._transaction() as s:
                     return accept_record(session=s, incoming=incoming, now=now, actor=self.actor)
             except IntegrityError:
                 # Another worker filed the same (device, seq) or file first: look again, and this time
@@ -383,12 +572,7 @@ class IngestHandler:
         self.store.begin(acc.digest, acc.size)
         got = self.store.received(acc.digest)
         if got >= acc.size:  # nothing left to send (an empty file, or all staged before a restart)
-            return self._file_answers(
-                dock,
-                complete_file(
-                    factory=self.factory, store=self.store, digest=acc.digest, actor=self.actor, dock=dock
-                ),
-            )
+            return self._file_answers(dock, self._complete_file(acc.digest, dock))
         return [self._ack(dock, acc.device, acc.seq, acc.hash, "pending", received=got)]
 
     # -- chunks ----------------------------------------------------------------------------------
@@ -456,50 +640,68 @@ class IngestHandler:
         return _Accepted(dock, chunk, announced.hash)
 
     def _store_chunks(
-        self, accepted: list[_Accepted], completions: list[tuple[str, str]] | None = None
+        self,
+        accepted: list[_Accepted],
+        completions: list[tuple[str, str]] | None = None,
+        *,
+        hold: bool = False,
     ) -> list[Outgoing]:
         """Chunks of one file: written with one flush, then answered — each ``pending`` with the durable
         contiguous count — or, when they complete the file, by the file's completion (now, or added to
-        ``completions`` when given)."""
+        ``completions`` when given). With ``hold``, chunks that do not complete it are written and kept
+        for ``release`` (no flush, no answer yet)."""
         first = accepted[0].chunk
+        chunks = [(a.chunk.offset, a.chunk.data) for a in accepted]
         try:
             self.store.begin(first.digest, first.size)
             # ``got`` is durable — every pending answer below claims no more than is on disk — unless
-            # these chunks complete the file: then commit (in complete_file) syncs before it hashes.
-            got = self.store.write_many(first.digest, [(a.chunk.offset, a.chunk.data) for a in accepted])
+            # these chunks complete the file: then commit (in _complete_file) syncs before it hashes.
+            write = self.store.stage_many if hold else self.store.write_many
+            got = write(first.digest, chunks)
         except (BlobSizeError, NotStagedError) as exc:
-            out = []
-            for a in accepted:
-                where = {"recorder": a.chunk.recorder, "seq": a.chunk.seq, "digest": a.chunk.digest,
-                         "offset": a.chunk.offset}  # fmt: skip
-                out += self._reject(
-                    a.dock,
-                    "size-mismatch",
-                    f"size-mismatch: {exc}",
-                    recorder=a.chunk.recorder,
-                    seq=a.chunk.seq,
-                    rhash=a.hash,
-                    digest=a.chunk.digest,
-                    properties=where,
-                )
-            return out
+            return self._size_rejections(accepted, exc)
         if got < first.size:
-            # Every chunk is answered, each with the count durable now (one flush covered them all).
-            return [
-                self._ack(a.dock, a.chunk.recorder, a.chunk.seq, a.hash, "pending", received=got)
-                for a in accepted
-            ]
+            if hold:
+                self._held.setdefault(first.digest, []).extend(accepted)
+                self._held_bytes += sum(len(a.chunk.data) for a in accepted)
+                self._held_count += len(accepted)
+                return []
+            return self._pending_answers(accepted, got)
+        # Complete: chunks held for this file are answered by its completion (§8 rule 10).
+        self._held_bytes -= sum(len(a.chunk.data) for a in self._held.pop(first.digest, []))
         if completions is not None:
             completions.append((accepted[0].dock, first.digest))
             return []
-        outcome = complete_file(
-            factory=self.factory,
-            store=self.store,
-            digest=first.digest,
-            actor=self.actor,
-            dock=accepted[0].dock,
-        )
-        return self._file_answers(accepted[0].dock, outcome)
+        return self._file_answers(accepted[0].dock, self._complete_file(first.digest, accepted[0].dock))
+
+    def _pending_answers(self, accepted: list[_Accepted], got: int) -> list[Outgoing]:
+        """Every chunk answered ``pending`` with ``got``, the count durable after the flush that covered
+        them all. Chunks of one record get the very same answer: signed once, sent once per chunk."""
+        signed: dict[tuple[str, str, int, str], Outgoing] = {}
+        out = []
+        for a in accepted:
+            key = (a.dock, a.chunk.recorder, a.chunk.seq, a.hash)
+            if key not in signed:
+                signed[key] = self._ack(*key, "pending", received=got)
+            out.append(signed[key])
+        return out
+
+    def _size_rejections(self, accepted: list[_Accepted], exc: Exception) -> list[Outgoing]:
+        out = []
+        for a in accepted:
+            where = {"recorder": a.chunk.recorder, "seq": a.chunk.seq, "digest": a.chunk.digest,
+                     "offset": a.chunk.offset}  # fmt: skip
+            out += self._reject(
+                a.dock,
+                "size-mismatch",
+                f"size-mismatch: {exc}",
+                recorder=a.chunk.recorder,
+                seq=a.chunk.seq,
+                rhash=a.hash,
+                digest=a.chunk.digest,
+                properties=where,
+            )
+        return out
 
     def _announced(self, recorder: str, seq: int) -> _Announcement | None:
         """The file the accepted record (recorder, seq) announced. Cached: a filed record never changes
@@ -528,6 +730,44 @@ class IngestHandler:
     def _file_status(self, digest: str) -> str | None:
         with self.factory() as s:
             return s.scalar(select(EvidenceFile.status).where(EvidenceFile.digest == digest))
+
+    def _complete_file(self, digest: str, dock: str) -> FileOutcome:
+        """Commit a fully received file to the store (SHA-256 checked there, over the stored bytes),
+        then file it. Order: the blob is durable before the row says ``stored``; the rows and ``filed``
+        events are committed before any answer is made. A crash in between leaves a committed blob
+        and a pending row, which the next chunk, record or ``have?`` completes (commit is idempotent).
+        """
+        try:
+            size = self.store.commit(digest)
+        except HashMismatchError as exc:
+            with self._transaction() as s:
+                rows = file_records(session=s, digest=digest)
+                for r in rows:
+                    log_event(
+                        session=s,
+                        kind="rejected",
+                        code="hash-mismatch",
+                        actor=self.actor,
+                        device=r.device,
+                        seq=r.seq,
+                        record_hash=r.hash,
+                        digest=digest,
+                        dock=dock,
+                        detail={"reason": str(exc), "received_digest": exc.actual},
+                    )
+            records = [StoredRecord(r.device, r.seq, r.hash, r.dock, r.size) for r in rows]
+            return FileOutcome("hash-mismatch", digest, records, f"hash-mismatch: {exc}")
+        with self._transaction() as s:
+            stored = file_stored(
+                session=s,
+                digest=digest,
+                blob_key=self.store.key(digest),
+                size=size,
+                actor=self.actor,
+                dock=dock,
+                now=utc_now(),
+            )
+        return FileOutcome("stored", digest, stored)
 
     def _file_answers(self, dock: str, outcome: FileOutcome) -> list[Outgoing]:
         """Acks for every record naming the file, each to the dock that brought that record."""
@@ -572,9 +812,7 @@ class IngestHandler:
             if got >= size:
                 # All bytes are here (a worker died between the blob's commit and the row's update):
                 # finish it now, or the dock would wait for an ack no chunk will ever trigger.
-                outcome = complete_file(
-                    factory=self.factory, store=self.store, digest=digest, actor=self.actor, dock=dock
-                )
+                outcome = self._complete_file(digest, dock)
                 out += self._file_answers(dock, outcome)
                 if outcome.status != "stored":
                     pending[digest] = 0  # hash mismatch: staging discarded, to be sent again
@@ -631,7 +869,7 @@ class IngestHandler:
             detail |= _describe(payload)
         if properties is not None:
             detail["properties"] = {str(k)[:64]: str(v)[:128] for k, v in list(properties.items())[:16]}
-        with transaction(self.factory) as s:
+        with self._transaction() as s:
             log_event(
                 session=s,
                 kind="rejected",
@@ -650,7 +888,7 @@ class IngestHandler:
 
     def _log_error(self, topic: str, payload: bytes, exc: BaseException) -> None:
         try:
-            with transaction(self.factory) as s:
+            with self._transaction() as s:
                 log_event(
                     session=s,
                     kind="error",

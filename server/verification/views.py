@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from custody.errors import CustodyError
 from custody.report import render_text
 from server.api.deps import SessionDep
-from server.auth.deps import AUTH_RESPONSES, PrincipalDep
+from server.auth.deps import AUTH_RESPONSES, ErrorOut, PrincipalDep
 from server.auth.principal import Role
 from server.cases import footage, policy, retrieval
 from server.cases.service import find_case
@@ -28,6 +28,16 @@ from server.evidence.views import get_store
 from server.verification import service
 
 router = APIRouter(tags=["verification"])
+
+_CASE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    404: {"model": ErrorOut, "description": "no such case, or not one this user may see"},
+    503: {"model": ErrorOut, "description": "the verifier cannot run: the CA directory is unusable"},
+}
+_DEVICE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_CASE_RESPONSES,
+    404: {"model": ErrorOut, "description": "no such device"},
+}
 
 Format = Annotated[Literal["json", "text"], Query(description="json (default) or a human report")]
 Reason = Annotated[str | None, Query(max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -47,7 +57,7 @@ def _cannot_run(exc: CustodyError | SettingsError) -> HTTPException:
     return HTTPException(status_code=503, detail=f"verification cannot run: {exc.diagnostics()}")
 
 
-@router.get("/cases/by-number/{number:path}/verification", responses=AUTH_RESPONSES, response_model=None)
+@router.get("/cases/by-number/{number:path}/verification", responses=_CASE_RESPONSES, response_model=None)
 def case_verification(
     number: CaseNumber,
     request: Request,
@@ -90,7 +100,7 @@ def case_verification(
     return JSONResponse(result.to_json())
 
 
-@router.get("/devices/{device}/verification", responses=AUTH_RESPONSES, response_model=None)
+@router.get("/devices/{device}/verification", responses=_DEVICE_RESPONSES, response_model=None)
 def device_verification(
     device: Device,
     request: Request,

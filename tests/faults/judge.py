@@ -16,6 +16,7 @@ from edge.sync.outbox import DONE, Outbox
 from server.custody_log.models import CustodyEvent
 from server.db import make_engine, session_factory
 from server.evidence.models import EvidenceFile, Segment
+from server.evidence.store import BlobStore
 from server.ingest.models import Record
 from tests.edge.dock.conftest import Fleet
 from tests.edge.dock.helpers import journal_facts, sound
@@ -65,8 +66,31 @@ def _sha256(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def _sha256_from(blobs: BlobStore, digest: str) -> tuple[str, int]:
+    """SHA-256 and length of what ``blobs`` holds for ``digest`` ("missing: …" if it cannot be read)."""
+    h, n = hashlib.sha256(), 0
+    try:
+        with blobs.open(digest) as f:
+            while block := f.read(4 * MIB):
+                h.update(block)
+                n += len(block)
+    except Exception as exc:  # any store error is a finding, reported with its text
+        return f"missing: {exc}", 0
+    return "sha256:" + h.hexdigest(), n
+
+
 def check_exactly_once(
-    *, fleet: Fleet, device: str, spool: Path, outbox: Path, db: Path, store: Path, staging: Path
+    *,
+    fleet: Fleet,
+    device: str,
+    spool: Path,
+    outbox: Path,
+    db: Path | None,
+    store: Path,
+    staging: Path,
+    database_url: str | None = None,
+    own_events_only: bool = False,
+    blobs: BlobStore | None = None,
 ) -> dict[str, Any]:
     """Judge the end state; returns figures and ``problems`` (empty: every record exactly once, all sound).
 
@@ -76,6 +100,12 @@ def check_exactly_once(
     Dock: every outbox row final (stored/duplicate), with the chain's hash, released; no forks; sound file.
     Recorder: the spool holds exactly the files not freed by a release record (and that is every file not
     acknowledged-and-released in the outbox); its chain verifies with the fleet's root.
+
+    ``database_url`` (any SQLAlchemy URL, e.g. PostgreSQL) replaces the SQLite file ``db``. With
+    ``own_events_only`` (several recorders on one server) only this recorder's custody events, and those
+    naming no device, are judged — the ``filed`` count is always per this recorder. ``blobs``: read the
+    blobs back through this store (the S3 one) instead of from ``store``'s directory; its staging area is
+    then the caller's to check.
     """
     problems: list[str] = []
     facts = journal_facts(spool)
@@ -86,7 +116,7 @@ def check_exactly_once(
     hashes = {f.hash for f in facts}
     file_facts = {f.seq: f for f in facts if f.file}
 
-    engine = make_engine(f"sqlite:///{db}")
+    engine = make_engine(database_url or f"sqlite:///{db}")
     try:
         with session_factory(engine)() as s:
             recs = s.execute(
@@ -101,6 +131,7 @@ def check_exactly_once(
                     CustodyEvent.code,
                     CustodyEvent.record_hash,
                     CustodyEvent.detail,
+                    CustodyEvent.device,
                 )
             ).all()
     finally:
@@ -135,12 +166,20 @@ def check_exactly_once(
         if ef is None or ef.status != "stored" or ef.size != f.size or not ef.blob_key:
             problems.append(f"seq {f.seq}: file {f.digest} not stored as signed on the server")
             continue
+        if blobs is not None:
+            got, n = _sha256_from(blobs, f.digest)
+            rehashed += n
+            if got != f.digest:
+                problems.append(f"seq {f.seq}: the store's blob {f.digest} hashes to {got}")
+            continue
         blob = store / ef.blob_key
         got = _sha256(blob) if blob.is_file() else "missing"
         rehashed += blob.stat().st_size if blob.is_file() else 0
         if got != f.digest:
             problems.append(f"seq {f.seq}: the blob {blob} hashes to {got}, not {f.digest}")
-    filed = Counter(e.seq for e in events if e.kind == "filed")
+    if own_events_only:
+        events = [e for e in events if e.device in (device, None)]
+    filed = Counter(e.seq for e in events if e.kind == "filed" and e.device == device)
     if filed != Counter(chain.keys()):
         wrong = sorted(q for q in set(filed) | set(chain) if filed.get(q, 0) != 1)
         problems.append(f"not exactly one 'filed' event for seqs {wrong}")

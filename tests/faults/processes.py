@@ -113,8 +113,11 @@ def wait_until(what: str, cond: Callable[[], bool], timeout: float, every: float
         time.sleep(every)
 
 
-def tap_argv(ca: Path, port: int, topic: str) -> list[str]:
-    """``mosquitto_sub`` as ``fieldproof-ingest`` (mTLS), MQTT v5, QoS 1: topic, length, user properties."""
+def tap_argv(ca: Path, port: int, topic: str, fmt: str = "%t %l %P") -> list[str]:
+    """``mosquitto_sub`` as ``fieldproof-ingest`` (mTLS), MQTT v5, QoS 1: topic, length, user properties.
+
+    ``fmt`` is mosquitto_sub's ``-F`` (e.g. ``%U %t %l %P`` to put the receive time first).
+    """
     tls = [
         "--cafile",
         str(ca / "ca-chain.pem"),
@@ -124,7 +127,7 @@ def tap_argv(ca: Path, port: int, topic: str) -> list[str]:
         str(ca / "ingest.key"),
     ]
     return [STDBUF, "-oL", MOSQUITTO_SUB, "-d", "-h", "127.0.0.1", "-p", str(port), *tls,
-            "-V", "5", "-q", "1", "-t", topic, "-F", "%t %l %P"]  # fmt: skip
+            "-V", "5", "-q", "1", "-t", topic, "-F", fmt]  # fmt: skip
 
 
 def tap_counts(outputs: list[Path], prefix: str, dock: str) -> dict[str, Any]:

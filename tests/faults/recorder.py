@@ -4,10 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from server.db import make_engine
+from server.evidence.store import BlobStore
 from tests.edge.dock.helpers import SpoolRecorder, journal_facts
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _engine(url: str) -> Engine:
+    """One engine per server URL for all the recorders of a run (each release borrows a connection)."""
+    with _ENGINES_LOCK:
+        if url not in _ENGINES:
+            _ENGINES[url] = make_engine(url)
+        return _ENGINES[url]
+
+
+def dispose_engines() -> None:
+    """Close the recorders' connections to the server's database (before it is stopped or dropped)."""
+    with _ENGINES_LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose()
+        _ENGINES.clear()
 
 
 class WatchedRecorder(SpoolRecorder):
@@ -18,13 +43,33 @@ class WatchedRecorder(SpoolRecorder):
     recorder would, since it has a genuine signed ack in hand).
     """
 
-    def __init__(self, *args: Any, server_db: Path, store: Path, **kw: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        server_db: Path | None,
+        store: Path,
+        server_url: str | None = None,
+        blobs: BlobStore | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(*args, **kw)
         self.server_db = server_db
+        self.server_url = server_url  # a SQLAlchemy URL (PostgreSQL) instead of the SQLite file
         self.store = store
+        self.blobs = blobs  # look in this store (the S3 one) rather than in ``store``'s directory
         self.violations: list[str] = []
 
     def _server_holds(self, digest: str, size: int) -> str | None:
+        if self.server_url is not None:
+            try:
+                with _engine(self.server_url).connect() as conn:
+                    row = conn.execute(
+                        text("SELECT status, size, blob_key FROM files WHERE digest = :d"), {"d": digest}
+                    ).fetchone()
+            except SQLAlchemyError as exc:
+                return f"cannot read the server database: {exc}"
+            return self._judge_row(row, digest, size)
+        assert self.server_db is not None
         try:
             with contextlib.closing(sqlite3.connect(self.server_db.as_uri() + "?mode=ro", uri=True)) as db:
                 row = db.execute(
@@ -32,11 +77,21 @@ class WatchedRecorder(SpoolRecorder):
                 ).fetchone()
         except sqlite3.Error as exc:
             return f"cannot read the server database: {exc}"
+        return self._judge_row(row, digest, size)
+
+    def _judge_row(self, row: Any, digest: str, size: int) -> str | None:
         if row is None:
             return "no files row"
         status, held, key = row
         if status != "stored" or held != size or not key:
             return f"files row {status}, {held} bytes, blob {key}"
+        if self.blobs is not None:
+            try:
+                if self.blobs.size(digest) == size:
+                    return None
+            except Exception as exc:  # any store error is a finding, reported with its text
+                return f"the store cannot give the blob's size: {exc}"
+            return "the store's blob has another size"
         blob = self.store / key
         if not blob.is_file() or blob.stat().st_size != size:
             return f"blob {blob} missing or short"

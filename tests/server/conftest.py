@@ -32,6 +32,7 @@ from server.ingest.acks import AckSigner
 from server.ingest.worker import IngestWorker
 from tests.provisioning.helpers import WAIT, Broker, free_port
 from tests.server.dock import TestDock
+from tests.server.seaweed import ACCESS_KEY, Seaweed
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SAMPLE_START = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
@@ -210,9 +211,46 @@ def broker(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
     b.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def evidence_s3() -> Iterator[Seaweed | None]:
+    """FIELDPROOF_TEST_STORE=s3: one SeaweedFS for the session (tests/server/seaweed.py), else None.
+    Its FIELDPROOF_S3_* variables are set for the session, so every ServerSettings a test makes (and
+    every server process it starts) uses it; the ``settings`` fixture adds a prefix per test."""
+    if os.environ.get("FIELDPROOF_TEST_STORE", "local") != "s3":
+        yield None
+        return
+    root = Path(tempfile.mkdtemp(prefix="fieldproof-seaweed-"))
+    sw = Seaweed(root).start()
+    env = {
+        "FIELDPROOF_STORE_BACKEND": "s3",
+        "FIELDPROOF_S3_ENDPOINT": sw.endpoint,
+        "FIELDPROOF_S3_BUCKET": "evidence",
+        "FIELDPROOF_S3_ACCESS_KEY_ID": ACCESS_KEY,
+        "FIELDPROOF_S3_SECRET_ACCESS_KEY": sw.secret_key,
+        "FIELDPROOF_S3_OBJECT_LOCK_DAYS": "1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        sw.make_bucket("evidence")
+        os.environ.update(env)
+        yield sw
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        sw.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, fleet: Fleet, broker: Broker) -> ServerSettings:
-    """Server settings for one test: its own database, data dir and store, and its own share group."""
+def settings(
+    tmp_path: Path, database_url: str, fleet: Fleet, broker: Broker, evidence_s3: Seaweed | None
+) -> ServerSettings:
+    """Server settings for one test: its own database, data dir and store, and its own share group.
+    The store is local, or (FIELDPROOF_TEST_STORE=s3) a prefix of its own in SeaweedFS."""
+    s3 = {} if evidence_s3 is None else {"s3_prefix": f"t{next(_NAMES)}-{os.getpid()}/"}
     return ServerSettings(
         data_dir=tmp_path / "data",
         database_url=database_url,
@@ -220,6 +258,7 @@ def settings(tmp_path: Path, database_url: str, fleet: Fleet, broker: Broker) ->
         mqtt_host="127.0.0.1",
         mqtt_port=broker.port,
         share_group=f"ingest{next(_NAMES)}",
+        **s3,  # type: ignore[arg-type]
     )
 
 

@@ -14,6 +14,7 @@ from server.config import ServerSettings
 from server.custody_log.service import events_for
 from server.db import make_engine, session_factory
 from server.ingest.acks import AckSigner
+from server.ingest.handler import Outgoing
 from server.ingest.worker import IngestWorker, _Ticket
 from tests.server.conftest import Fleet
 from tests.server.dock import spool_records
@@ -104,4 +105,69 @@ def test_pubacks_go_in_arrival_order_behind_a_deferred_completion(settings: Serv
     waiting.done.set()
     worker._send_pubacks()
     assert broker.pubacks == [1, 2, 3]  # 4 came on another connection: no PUBACK is owed on this one
+    worker.engine.dispose()
+
+
+class _Client:
+    """Stands in for the paho client: records what is published and PUBACKed."""
+
+    def __init__(self) -> None:
+        self.pubacks: list[int] = []
+        self.published: list[Outgoing] = []
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.pubacks.append(mid)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> Any:
+        self.published.append(Outgoing(topic, payload))
+        return type("Info", (), {"rc": 0})()
+
+
+def test_held_chunks_a_later_batch_completes_still_get_their_pubacks(
+    tmp_path: Path, fleet: Fleet, settings: ServerSettings
+) -> None:
+    """Chunks held back (no flush, no answer yet) whose file a later batch completes are answered by
+    the file's stored ack — and their PUBACKs, which waited for a release, still go out (in order)."""
+    from server.ingest.worker import _Incoming
+
+    keys = dict(AckSigner.from_ca_dir(fleet.ca).public_keys)
+    worker = IngestWorker(settings, client_id="test-held-release")
+    client = _Client()
+    worker.client = client  # type: ignore[assignment]
+    worker._committers = [threading.Thread(target=lambda: None)]  # hold and defer, as run() does
+    spool = fleet.make_spool(tmp_path / "spool", segments=1, size=5 * CHUNK - 100)
+    (l0, _), (l1, seg) = spool_records(spool)[:2]
+    digest, data = seg["body"]["digest"], (spool / "media" / seg["body"]["file"]).read_bytes()
+    conn = worker._connection
+    mids = iter(range(1, 100))
+
+    def put(what: str, payload: bytes, props: list[tuple[str, str]] | None = None) -> None:
+        worker.queue.put(_Incoming(UP + what, payload, props, 1, next(mids), conn))
+
+    def chunk(o: int) -> None:
+        props = chunk_properties(recorder="REC-0001", seq=seg["seq"], digest=digest, offset=o, size=len(data))
+        put("chunk", data[o : o + CHUNK], props)
+
+    put("record", record_message("REC-0001", l0, [fleet.cert("REC-0001")]))
+    put("record", record_message("REC-0001", l1))
+    assert worker.process_one(0.01)  # both records, one transaction
+    assert client.pubacks == [1, 2]
+    for o in (0, CHUNK, 2 * CHUNK):
+        chunk(o)
+    assert worker.process_one(0.01)  # held: written, not flushed, not answered, not PUBACKed
+    assert client.pubacks == [1, 2]
+    assert worker.handler.holding
+    for o in (3 * CHUNK, 4 * CHUNK):
+        chunk(o)
+    assert worker.process_one(0.01)  # completes the file: the held chunks are the completion's now
+    assert not worker.handler.holding
+    worker._commits.put(None)
+    worker._commit_files()  # the committer: commit, file, stored ack
+    statuses = [a["status"] for a in _acks(client.published, keys)]
+    assert statuses.count("stored") == 2  # the record 0 (no file) and the segment's file
+    assert "pending" in statuses  # the segment's record, before its chunks
+    assert client.pubacks == [1, 2]  # the held batch still waits for a release, and so does the next
+    assert worker.process_one(0.01)  # nothing waiting: the release
+    assert client.pubacks == [1, 2, 3, 4, 5, 6, 7]
+    assert _filed(settings, seg["seq"]) == 1
     worker.engine.dispose()

@@ -3,6 +3,7 @@ append-only, times come back as UTC."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from server.db import (
     current_revision,
     head_revision,
     make_engine,
+    migrate,
     session_factory,
     transaction,
 )
@@ -26,6 +28,7 @@ from server.devices.models import Device
 from server.errors import SettingsError
 from server.ingest.models import Record
 from server.models import Base
+from tests.server.conftest import Postgres
 
 
 def test_migrations_match_the_models(database_url: str) -> None:
@@ -97,3 +100,27 @@ def test_custody_events_are_append_only(database_url: str) -> None:
             s.execute(text("TRUNCATE custody_events"))
     with factory() as s:
         assert s.scalar(select(func.count()).select_from(CustodyEvent)) == 1
+
+
+def test_concurrent_migrations_on_postgresql_both_succeed(postgres: Postgres) -> None:
+    """Two hosts upgrading at once (docs/deployment.md): the advisory lock lets one migrate while the
+    other waits, then finds the database at head; without it the second fails on existing tables."""
+    postgres.create("fp_concurrent_migrate")
+    url = postgres.url("fp_concurrent_migrate")
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def run() -> None:
+        start.wait()
+        try:
+            migrate(url)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert current_revision(make_engine(url)) == head_revision()

@@ -40,6 +40,7 @@ from tests.server.case_helpers import (
     write_spool,
 )
 from tests.server.conftest import SAMPLE_START, Fleet
+from tests.web.matrix_rows import web_rows
 
 #: The roles of the matrix, in the order of its columns.
 ROLES = (
@@ -651,6 +652,9 @@ ROWS: list[Row] = [
         expect(403, custodian=200, auditor=200),
     ),
 ]
+
+# The web pages (server/web, docs/web.md): the same roles as the API routes showing the same thing.
+ROWS += [Row(*row) for row in web_rows(expect, evidence)]
 
 #: Routes FastAPI adds itself (the schema and its viewers): public, no data.
 FRAMEWORK = {"/api/openapi.json", "/api/docs", "/docs/oauth2-redirect", "/redoc"}

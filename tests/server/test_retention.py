@@ -139,6 +139,14 @@ def test_sweep_purges_only_old_unlinked_unheld_footage(world: World) -> None:
     status = w.legal.get(f"/api/v1/retention/segments/REC-0001/{w.rec1[0]['seq']}").json()
     assert status["retention_class"] == "non-case"
     assert status["purged_at"] is not None
+    # The purged file is gone, and says so (410 with when and why); its neighbour still plays.
+    gone = w.custodian.get(f"/api/v1/segments/REC-0001/{w.rec1[0]['seq']}/media")
+    assert gone.status_code == 410, gone.text
+    assert "retention sweep" in gone.json()["detail"]
+    assert "non-case" in gone.json()["detail"]
+    kept = w.custodian.get(f"/api/v1/segments/REC-0001/{w.rec1[1]['seq']}/media")
+    assert kept.status_code == 200
+    assert len(kept.content) == w.rec1[1]["body"]["size"]
     status = w.legal.get(f"/api/v1/retention/segments/REC-0001/{w.rec1[1]['seq']}").json()
     assert (status["retention_class"], status["case_number"], status["due_at"]) == ("case", CASE_A, None)
     status = w.custodian.get(f"/api/v1/retention/segments/REC-0002/{w.rec2[0]['seq']}").json()

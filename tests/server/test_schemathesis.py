@@ -66,31 +66,6 @@ USERS = {
 }
 
 
-#: Findings in routes of other domains, reported to their owners and not fixed here (their files are being
-#: written). Each entry: the operation and kind of failure → who owns it and what is wrong. A finding
-#: not listed fails the test; an entry that no longer fails is printed, to be removed.
-KNOWN: dict[str, str] = {
-    "GET /api/v1/cases/by-number/{number}/verification: UndefinedStatusCode": "server/verification: 404 "
-    "(no case that you may see) answered but not in `responses`",
-    "GET /api/v1/devices/{device}/verification: UndefinedStatusCode": "server/verification: 404 (no such "
-    "device) answered but not in `responses`",
-    "POST /api/v1/cases/by-number/{number}/export: UndefinedStatusCode": "server/export: 404 (no case that "
-    "you may see) answered but not in `responses`",
-    "GET /api/v1/cases/by-number/{number}/exports/{export_id}: UndefinedStatusCode": "server/export: 404 "
-    "(no such export) answered but not in `responses`",
-    "POST /api/v1/legal-holds: UndefinedStatusCode": "server/retention: 404 "
-    "(no such case) answered but not in `responses`",
-    "GET /api/v1/legal-holds/{hold_id}: UndefinedStatusCode": "server/retention: 404 "
-    "(no such hold) answered but not in `responses`",
-    "POST /api/v1/legal-holds/{hold_id}/release: UndefinedStatusCode": "server/retention: 404 "
-    "(no such hold) answered but not in `responses`",
-    "PUT /api/v1/retention/cases/{case_id}/archive-rule: UndefinedStatusCode": "server/retention: 404 "
-    "(no such case) answered but not in `responses`",
-    "GET /api/v1/retention/cases/{case_id}: UndefinedStatusCode": "server/retention: 404 "
-    "(no such case) answered but not in `responses`",
-    "GET /api/v1/retention/segments/{device}/{seq}: UndefinedStatusCode": "server/retention: 404 "
-    "(no such segment) answered but not in `responses`",
-}
 
 
 def _restore(world: World) -> dict[str, str]:
@@ -155,8 +130,5 @@ def test_the_schema_holds_for_every_role(tmp_path: Path, database_url: str, flee
         rounds += 1
     elapsed = time.monotonic() - started
     print(f"schemathesis: {sent} requests in {elapsed:.1f} s over {len(operations)} operations")
-    for known in sorted(KNOWN):
-        print(f"known, not fixed here: {known} — {KNOWN[known]}" if known in failures else f"fixed: {known}")
-    new = {k: v for k, v in failures.items() if k not in KNOWN}
-    assert new == {}, "\n\n".join(f"{k}\n{v}" for k, v in new.items())
+    assert failures == {}, "\n\n".join(f"{k}\n{v}" for k, v in failures.items())
     assert sent >= TARGET, f"only {sent} requests were sent"

@@ -1,0 +1,80 @@
+"""The fleet as the server knows it: the CA's inventory (certificates, revocations) joined with what
+devices' records said (last seen, firmware and config of the last boot, the last clock offset)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from custody.canonical import parse
+from provisioning import inventory
+from server.devices.models import Device
+from server.ingest.models import Record
+
+
+@dataclass(frozen=True)
+class FleetRow:
+    """One recorder or dock."""
+
+    device: str
+    role: str
+    status: str  # active | revoked | expired | incomplete | unknown (seen, not in this CA)
+    last_seen: datetime | None
+    firmware: str | None
+    config: str | None
+    clock_offset_ms: int | None
+    cert_not_after: str | None
+    revoked_at: str | None
+
+
+def _body(line: bytes) -> dict[str, Any] | None:
+    try:
+        body: dict[str, Any] = parse(bytes(line).rstrip(b"\n"))["record"]["body"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return body
+
+
+def _last(session: Session, device: str, kind: str) -> dict[str, Any] | None:
+    line = session.scalar(
+        select(Record.line)
+        .where(Record.device == device, Record.kind == kind)
+        .order_by(Record.seq.desc())
+        .limit(1)
+    )
+    return _body(line) if line is not None else None
+
+
+def fleet_rows(session: Session, *, ca_dir: Path | None) -> list[FleetRow]:
+    """Every device the CA enrolled or the server heard from, by id."""
+    enrolled = {d.device: d for d in inventory.fleet(ca_dir)} if ca_dir is not None else {}
+    seen = {d.id: d for d in session.scalars(select(Device))}
+    rows = []
+    for device in sorted(set(enrolled) | set(seen)):
+        inv, dev = enrolled.get(device), seen.get(device)
+        boot = _last(session, device, "boot")
+        clock = _last(session, device, "clock")
+        offset = None
+        if clock is not None:
+            offset = int(clock["offset_ms"])
+        elif boot is not None:
+            offset = int(boot["clock"].get("offset_ms", 0))
+        rows.append(
+            FleetRow(
+                device=device,
+                role=inv.role if inv else (dev.role if dev else "unknown"),
+                status=inv.status if inv else "unknown",
+                last_seen=dev.last_seen if dev else None,
+                firmware=str(boot["firmware"]) if boot else None,
+                config=str(boot["config"]) if boot else None,
+                clock_offset_ms=offset,
+                cert_not_after=inv.not_after if inv else None,
+                revoked_at=inv.revoked_at if inv else None,
+            )
+        )
+    return rows
