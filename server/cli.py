@@ -161,11 +161,14 @@ def _retention_sweep(args: argparse.Namespace) -> int:
         print(f"due {blob.digest} (since {blob.due_at:%Y-%m-%d}): {refs}")
     for digest, holds in plan.held.items():
         print(f"held {digest}: legal hold(s) {', '.join(map(str, holds))}")
+    for digest, why in done.locked.items():
+        print(f"locked {digest}: the store refuses it for now ({why}); a later sweep purges it")
     verb = "would purge" if done.dry_run else "purged"
     count = len(plan.due) if done.dry_run else len(done.purged)
     print(
         f"retention sweep: {verb} {count} blob(s); {len(plan.held)} held, {len(plan.shared)} shared with "
-        f"kept evidence, {len(done.skipped)} linked or held meanwhile, {len(done.finished)} finished"
+        f"kept evidence, {len(done.skipped)} linked or held meanwhile, {len(done.finished)} finished, "
+        f"{len(done.locked)} locked in the store"
     )
     return 0
 

@@ -180,6 +180,7 @@ class DockAgent:
             apply_clock=self.apply_clock,
             max_set_offset_ms=self.config.clock.max_set_offset_ms,
             poll_s=self.poll_s,
+            on_status=self.client.recorder_status,
         )
 
     def attach(self, session: DockingSession, thread: threading.Thread | None = None) -> None:

@@ -10,6 +10,9 @@ Order, and why:
    sync client sends it. Records chained while docked (the clock record, releases) come over the link.
 4. The server's ``stored``/``duplicate`` acks are forwarded to the recorder, which checks each signature
    itself and frees the files; its ``release`` record is then taken and sent like any other.
+5. The recorder's status (battery, spool use) is read over the link at docking, after files were freed,
+   and every ``STATUS_INTERVAL_S``; the sync client puts it in the dock's retained state (protocol §1a).
+   It is what the dock measured, not evidence: nothing is chained or signed for it.
 
 Undocking at any point loses nothing: the outbox holds the records and the acks; files not yet sent
 wait for the next docking, and acks not yet forwarded are forwarded then.
@@ -19,18 +22,27 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from custody.spool import JOURNAL, MANIFEST, Spool
+from custody.timefmt import utc_timestamp
 from custody.trust import TrustStore
 from edge.dock.intake import describe, journal_items, signing_certs, verify_locally
 from edge.recorder.link import DockLink, LinkError
 from edge.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+#: How often a docked recorder's status is read again over the link (seconds).
+STATUS_INTERVAL_S: Final = 30.0
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 class DockingSession:
@@ -49,6 +61,7 @@ class DockingSession:
         max_set_offset_ms: int = 2000,
         poll_s: float = 1.0,
         clock: Callable[[], datetime] | None = None,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.root = root
         self.spool = Spool.open(root)
@@ -74,6 +87,9 @@ class DockingSession:
         self._certs: dict[str, str] | None = None
         self._forwarded: set[int] = set()
         self._clock_tried = False
+        self._on_status = on_status
+        self.status: dict[str, Any] | None = None  # the recorder's last status, as the state carries it
+        self._status_read = 0.0  # time.monotonic() of the last read
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -90,6 +106,7 @@ class DockingSession:
         self._verifier.start()
         self.set_clock()
         self.take_records()
+        self.read_status()
         self._wake(self.device, docked=True)
 
     def run(self, stop: threading.Event) -> None:
@@ -105,8 +122,10 @@ class DockingSession:
         """Forward acks, take new records; True when something changed."""
         if self.clock is None and not self._clock_tried and self.link() is not None:
             self.set_clock()  # the link answered only after the spool was mounted
-        changed = self.forward_acks()
-        changed = self.take_records() or changed
+        freed = self.forward_acks()
+        changed = self.take_records() or freed
+        if freed or time.monotonic() - self._status_read >= STATUS_INTERVAL_S:
+            self.read_status()
         return changed
 
     def wait_verified(self, timeout: float | None = None) -> None:
@@ -158,6 +177,39 @@ class DockingSession:
         else:
             log.info("%s: clock offset %+d ms (round trip %.1f ms)", self.device, offset, result["rtt_ms"])
         return result
+
+    def read_status(self) -> dict[str, Any] | None:
+        """Read the recorder's status over the link and hand it to the sync client (protocol §1a)."""
+        link = self.link()
+        if link is None:
+            return None
+        self._status_read = time.monotonic()
+        try:
+            answer = link.status()
+        except LinkError as exc:
+            log.warning("%s: cannot read the recorder's status: %s", self.device, exc)
+            return None
+        battery = answer.get("battery")
+        spool = answer.get("spool")
+        battery = battery if isinstance(battery, dict) else {}
+        spool = spool if isinstance(spool, dict) else {}
+        pct = _int_or_none(battery.get("capacity_pct"))
+        offset = self.clock.get("offset_ms") if self.clock else None
+        waiting = sum(1 for r in self.outbox.rows(self.device) if r.has_file and not r.released)
+        status: dict[str, Any] = {
+            "recorder": self.device,
+            "read_at": utc_timestamp(self._now()),
+            "battery_pct": pct if pct is not None and pct <= 100 else None,
+            "charging": battery.get("status") == "Charging" if battery.get("status") else None,
+            "spool_used_bytes": _int_or_none(spool.get("used_bytes")),
+            "spool_total_bytes": _int_or_none(spool.get("total_bytes")),
+            "files_waiting": waiting,
+            "clock_offset_ms": offset if isinstance(offset, int) and not isinstance(offset, bool) else None,
+        }
+        self.status = status
+        if self._on_status is not None:
+            self._on_status(status)
+        return status
 
     # -- records ------------------------------------------------------------------------------------
 
@@ -247,6 +299,7 @@ class DockingSession:
             "unsendable": self.unsendable,
             "verification": self.report,
             "clock": self.clock,
+            "status": self.status,
             "released": self.released,
             "release_refused": self.refused,
         }

@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 
 #: The server answers ``have?`` at most once per second per dock (protocol §5): ask no faster.
 HAVE_INTERVAL_S: Final = 1.1
+#: The retained state is republished at most this often when a docked recorder's status changes (s).
+STATE_INTERVAL_S: Final = 1.0
+#: At most this many recorders' statuses ride in one state message (protocol §1a: the server's limit is 32).
+MAX_STATE_RECORDERS: Final = 32
 #: How long to wait for a ``have`` before sending anyway (the answer may have been rate-limited away).
 HAVE_WAIT_S: Final = 2.0
 HAVE_TRIES: Final = 3
@@ -215,6 +219,10 @@ class SyncClient:
         self._connack: Any = None
         self._mids: dict[int, tuple[str, int, str]] = {}  # mid → (recorder, seq, what)
         self._last_ack: tuple[bytes, dict[str, Any]] = (b"", {})  # the last ack that verified
+        self._recorders: dict[str, dict[str, Any]] = {}  # recorder → its last status read over the link
+        self._state_dirty = False
+        self._state_at = 0.0
+        self._conn_at = ""  # when the current connection was made (custody timestamp): orders states
         self._client = self._make_client(client_id or f"{dock_id}-sync", tls)
 
     def _make_client(self, client_id: str, tls: TlsFiles | None) -> mqtt.Client:
@@ -232,8 +240,7 @@ class SyncClient:
         client.connect_timeout = self.connect_timeout_s
         # The outbox bounds what is in flight; paho's own limit only delays beyond it.
         client.max_inflight_messages_set(max(20, self.window * 2 + self.chunk_window * 4))
-        offline = json.dumps({"online": False, "dock": self.dock_id}).encode()
-        client.will_set(self.topics.state, offline, qos=1, retain=True)
+        self._set_will(client)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -253,6 +260,16 @@ class SyncClient:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def recorder_status(self, status: Mapping[str, Any]) -> None:
+        """A docked recorder's status as read over the control link (``status["recorder"]`` names it):
+        published in the retained state message (protocol §1a), at most once per ``STATE_INTERVAL_S``."""
+        with self._wake_lock:
+            self._recorders[str(status["recorder"])] = dict(status)
+            while len(self._recorders) > MAX_STATE_RECORDERS:  # the oldest read goes first
+                oldest = min(self._recorders, key=lambda r: str(self._recorders[r].get("read_at", "")))
+                del self._recorders[oldest]
+            self._state_dirty = True
 
     def wake(self, recorder: str | None = None, *, docked: bool = False) -> None:
         """New work for ``recorder`` (or all): re-read the outbox; ``docked`` also asks ``have?`` again."""
@@ -276,6 +293,7 @@ class SyncClient:
                     continue
                 self._take_wakes()
                 self._pump()
+                self._republish_state()
         except Exception:  # the thread must never die silently; the agent's watchdog sees it gone
             log.exception("the sync client stopped on an unexpected error")
             raise
@@ -296,9 +314,28 @@ class SyncClient:
 
     def _state(self, online: bool) -> bytes:
         state: dict[str, Any] = {"online": online, "dock": self.dock_id, "at": now_timestamp()}
+        if self._conn_at:
+            state["conn"] = self._conn_at
         if online:
             state["broker"] = self.stats.broker
-        return json.dumps(state).encode()
+        with self._wake_lock:
+            state["recorders"] = list(self._recorders.values())
+            self._state_dirty = False
+        return json.dumps(state, ensure_ascii=False).encode()
+
+    def _set_will(self, client: mqtt.Client) -> None:
+        """The last will for the next connection: offline, dated and ordered by that connection's start
+        (protocol §1a), so a reader can tell it ends *that* connection and not a later one."""
+        will: dict[str, Any] = {"online": False, "dock": self.dock_id}
+        if self._conn_at:
+            will.update(at=self._conn_at, conn=self._conn_at, will=True)
+        client.will_set(self.topics.state, json.dumps(will).encode(), qos=1, retain=True)
+
+    def _republish_state(self) -> None:
+        if not self._state_dirty or time.monotonic() - self._state_at < STATE_INTERVAL_S:
+            return
+        self._state_at = time.monotonic()
+        self._client.publish(self.topics.state, self._state(True), qos=1, retain=True)
 
     # -- connecting --------------------------------------------------------------------------------
 
@@ -321,6 +358,8 @@ class SyncClient:
 
     def _try_connect(self, host: str, port: int) -> bool:
         self._connack = None
+        self._conn_at = now_timestamp()
+        self._set_will(self._client)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         # The broker keeps our subscription and the acks published while we are away for this long.
         props.SessionExpiryInterval = self.session_expiry_s
@@ -358,6 +397,7 @@ class SyncClient:
         self.stats.connects += 1
         self._mids.clear()
         self._client.subscribe(self.topics.down("#"), options=SubscribeOptions(qos=1))
+        self._state_at = time.monotonic()
         self._client.publish(self.topics.state, self._state(True), qos=1, retain=True)
         for flow in self._flows.values():
             flow.reset()  # resume from have?: whatever was in flight may be lost

@@ -22,6 +22,7 @@ from server.cases.views import router as cases_router
 from server.config import ServerSettings
 from server.custody_log.views import router as custody_log_router
 from server.db import check_migrated, make_engine, session_factory
+from server.devices.views import router as devices_router
 from server.evidence.views import router as evidence_router
 from server.export.views import router as export_router
 from server.retention.views import router as retention_router
@@ -90,5 +91,6 @@ def create_app(
     app.include_router(cases_router, prefix="/api/v1")
     app.include_router(custody_log_router, prefix="/api/v1")
     app.include_router(retention_router, prefix="/api/v1")
+    app.include_router(devices_router, prefix="/api/v1")
     install_web_pages(app)  # server-rendered pages (docs/web.md): the same services, roles and events
     return app

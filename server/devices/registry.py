@@ -184,6 +184,11 @@ class DeviceRegistry:
         """The device's role as enrolled (recorder, dock), or ``unknown``."""
         return self._roles.get(device, "unknown")
 
+    def rescan_roles(self) -> None:
+        """Look at devices/ again for enrolments since the last look (at most once per second)."""
+        if time.monotonic() - self._last_scan > _RESCAN_INTERVAL:
+            self._scan_devices()
+
     def revoked_at(self, device: str) -> datetime | None:
         """When ``device`` was revoked, by revocations.json."""
         return self._revoked.get(device)

@@ -104,6 +104,7 @@ class S3BlobStore(BlobStore):
         self._sealed_lock = threading.Lock()
         # Blobs whose last write_many completed them from memory (see _hold_complete): size, chunks.
         self._complete: dict[str, tuple[int, list[tuple[int, bytes]]]] = {}
+        self._object_lock: bool | None = None  # the bucket's Object Lock, once asked
         if check:
             self.check_bucket()
 
@@ -142,18 +143,26 @@ class S3BlobStore(BlobStore):
                 "check FIELDPROOF_S3_ENDPOINT and that the object store is running"
             ) from None
 
+    def object_lock_enabled(self) -> bool:
+        """True when the bucket has Object Lock (legal holds and retention work on its versions)."""
+        if self._object_lock is None:
+            try:
+                conf = self._call(
+                    "read the Object Lock configuration", self.client.get_object_lock_configuration
+                )
+            except S3RefusedError as exc:
+                if exc.code not in {"ObjectLockConfigurationNotFoundError", "NotImplemented", "404"}:
+                    raise
+                conf = {}
+            self._object_lock = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        return self._object_lock
+
     def check_bucket(self) -> None:
         """StoreError unless the bucket exists and, when retention is asked for, has Object Lock."""
         self._call("find the bucket", self.client.head_bucket)
         if not self.lock_days:
             return
-        try:
-            conf = self._call("read the Object Lock configuration", self.client.get_object_lock_configuration)
-        except S3RefusedError as exc:
-            if exc.code not in {"ObjectLockConfigurationNotFoundError", "NotImplemented", "404"}:
-                raise
-            conf = {}
-        if conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+        if not self.object_lock_enabled():
             raise StoreError(
                 f"bucket {self.bucket!r} has no Object Lock, but FIELDPROOF_S3_OBJECT_LOCK_DAYS="
                 f"{self.lock_days} asks for retention: create the bucket with Object Lock enabled "
@@ -514,7 +523,7 @@ class S3BlobStore(BlobStore):
             except S3RefusedError as exc:
                 if exc.code not in {"AccessDenied", "403"}:
                     raise
-                raise StoreError(
+                raise TamperedBlobError(
                     f"the key of {digest} holds a locked version ({version.version_id}) whose bytes do not "
                     "hash to it — put there by someone with write access to the bucket, not by this store. "
                     "The blob cannot be stored under its key until that lock ends: report it as tampering"
@@ -598,7 +607,7 @@ class S3BlobStore(BlobStore):
         if version is None or not self._is_sealed(version):
             return None
         if not self._holds(digest, version):
-            raise StoreError(
+            raise TamperedBlobError(
                 f"the key of {digest} holds a sealed version ({version.version_id}) whose bytes do not "
                 "hash to it — put there by someone with write access to the bucket, not by this store: "
                 "report it as tampering"
@@ -680,7 +689,7 @@ class S3BlobStore(BlobStore):
                 self._call("purge a blob", self.client.delete_object, **item)
             except S3RefusedError as exc:
                 if exc.code in {"AccessDenied", "403"}:
-                    raise StoreError(
+                    raise S3LockedError(
                         f"the S3 store refuses to delete {digest} (version {item['VersionId']}): its "
                         "Object Lock retention has not passed or a legal hold is on"
                     ) from None
@@ -712,6 +721,14 @@ class S3BlobStore(BlobStore):
                     if exc.code != "NoSuchUpload":
                         raise
         return aborted
+
+
+class TamperedBlobError(StoreError):
+    """The store holds, under a blob's key, a locked version whose bytes do not hash to its digest."""
+
+
+class S3LockedError(StoreError):
+    """The store refused to delete a blob: its Object Lock retention has not passed or a legal hold is on."""
 
 
 class S3RefusedError(StoreError):

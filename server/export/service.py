@@ -39,8 +39,10 @@ from server.custody_log.models import CustodyEvent, LogLeaf
 from server.custody_log.sequencer import CheckpointSigner, sequence_pending
 from server.custody_log.service import log_event
 from server.devices.models import SigningCertificate
+from server.errors import BlobNotFoundError
 from server.evidence.models import Segment
-from server.evidence.store import LocalBlobStore
+from server.evidence.s3 import S3RefusedError, TamperedBlobError
+from server.evidence.store import BlobStore
 from server.export.bag import BagWriter
 from server.ingest.models import Record
 
@@ -110,7 +112,7 @@ def export_case(
     principal: Principal,
     settings: ServerSettings,
     factory: sessionmaker[Session],
-    store: LocalBlobStore,
+    store: BlobStore,
     number: str,
     reason: str | None = None,
 ) -> Export:
@@ -176,13 +178,30 @@ def export_case(
     return Export(export_id, path, case.number, len(clips), event.id, manifest, checkpoint.tree_size)
 
 
+def _add_blob(bag: BagWriter, store: BlobStore, name: str, digest: str) -> str:
+    """Stream a blob from the store into the bag; the hex SHA-256 of the bytes written. A store that
+    refuses the blob as tampered (an S3 forgery under its key), or no longer has the version it sealed,
+    is a conflict, like altered bytes; a store that cannot be reached is a StoreError (503)."""
+    try:
+        with store.open(digest) as blob:
+            return bag.add_stream(name, blob)
+    except TamperedBlobError as exc:
+        raise ConflictError(f"{exc}: run the case's verification") from None
+    except (BlobNotFoundError, S3RefusedError) as exc:
+        if isinstance(exc, S3RefusedError) and not exc.missing:
+            raise
+        raise ConflictError(
+            f"the store no longer holds the file {digest} it stored ({exc}): run the case's verification"
+        ) from None
+
+
 def _write_payload(
     session: Session,
     *,
     bag: BagWriter,
     case: Case,
     clips: list[Footage],
-    store: LocalBlobStore,
+    store: BlobStore,
     ca_dir: Path,
     checkpoint: Any,
     principal: Principal,
@@ -198,8 +217,7 @@ def _write_payload(
         body = parse(line.rstrip(b"\n"))["record"]["body"]
         lines.setdefault(seg.device, {})[seg.seq] = line
         key_ids.add(rec.key_id)
-        with store.open(seg.digest) as blob:
-            got = bag.add_stream(f"media/{seg.device}/{body['file']}", blob)
+        got = _add_blob(bag, store, f"media/{seg.device}/{body['file']}", seg.digest)
         if f"sha256:{got}" != seg.digest:
             # Never seal altered footage into a bundle: the custodian verifies the case and investigates.
             raise ConflictError(
@@ -262,8 +280,7 @@ def _write_payload(
             withheld += 1
             continue
         ext = _EXT.get(t.media_type, "docx")
-        with store.open(t.digest) as blob:
-            got = bag.add_stream(f"text-records/{t.id}.{ext}", blob)
+        got = _add_blob(bag, store, f"text-records/{t.id}.{ext}", t.digest)
         if f"sha256:{got}" != t.digest:
             raise ConflictError(f"the stored bytes of text record {t.id} no longer have their hash")
         texts.append(

@@ -21,8 +21,7 @@ from server.auth.deps import AUTH_RESPONSES, ErrorOut, PrincipalDep
 from server.auth.principal import Role
 from server.cases import retrieval
 from server.cases.views_common import answers
-from server.errors import SettingsError
-from server.evidence.store import LocalBlobStore
+from server.errors import SettingsError, StoreError
 from server.evidence.views import get_store
 from server.export import service
 
@@ -33,7 +32,8 @@ _EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no such case, or not one this user may see"},
     503: {
         "model": ErrorOut,
-        "description": "the export cannot be signed: the server's key or CA is unusable",
+        "description": "the export cannot be signed (the server's key or CA is unusable), or the "
+        "evidence store cannot be read",
     },
 }
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -68,8 +68,6 @@ def export_case(
 ) -> ExportOut:
     """Build the case's BagIt bag in the server's data directory and log ``exported``."""
     store = get_store(request)
-    if not isinstance(store, LocalBlobStore):  # pragma: no cover - the only store today
-        raise HTTPException(status_code=503, detail="export reads a local evidence store")
     state = request.app.state
     with answers():
         try:
@@ -82,7 +80,7 @@ def export_case(
                 number=number,
                 reason=reason,
             )
-        except SettingsError as exc:
+        except (SettingsError, StoreError) as exc:
             raise HTTPException(status_code=503, detail=exc.diagnostics()) from None
     session.commit()
     return ExportOut(

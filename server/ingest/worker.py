@@ -1,5 +1,7 @@
 """The ingest worker: an MQTT v5 client (paho-mqtt 2, mutual TLS as ``fieldproof-ingest``) on the shared
-subscription, feeding a handler thread.
+subscription, feeding a handler thread. It also subscribes — directly, not shared — to the docks'
+retained state topics (``P/dev/+/state``, docs/sync-protocol.md §1a): every worker stores what it sees
+(``server/ingest/state.py``: checked as untrusted input; idempotent, the newest wins).
 
 paho's network thread only queues messages; the handler (fsync, database commits) runs on the worker's
 own thread, so the network loop never waits on a disk. Messages are acknowledged to the broker
@@ -45,6 +47,7 @@ from server.evidence.backend import make_blob_store
 from server.ingest import packets
 from server.ingest.acks import AckSigner
 from server.ingest.handler import Completion, IngestHandler, Outgoing
+from server.ingest.state import StateHandler
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +122,17 @@ class IngestWorker:
         self.engine = make_engine(settings.db_url, immediate=True)
         check_migrated(self.engine)
         self.client_id = client_id or f"fieldproof-ingest-{socket.gethostname()}-{os.getpid()}"
+        registry = DeviceRegistry(ca_dir)
         self.handler = IngestHandler(
             prefix=settings.topic_prefix,
             factory=session_factory(self.engine),
             store=make_blob_store(settings),
-            registry=DeviceRegistry(ca_dir),
+            registry=registry,
             signer=AckSigner.from_ca_dir(ca_dir),
             actor=f"ingest:{self.client_id}"[:64],
+        )
+        self.states = StateHandler(
+            prefix=settings.topic_prefix, factory=session_factory(self.engine), registry=registry
         )
         self.queue: queue.Queue[_Incoming] = queue.Queue()
         self.subscribed = threading.Event()
@@ -167,9 +174,15 @@ class IngestWorker:
             return
         self._connection += 1
         topic = ingest_subscription(self.settings.topic_prefix, self.settings.share_group)
-        client.subscribe(topic, options=SubscribeOptions(qos=1))
+        # Not shared: each worker gets every dock's retained state (storing it is idempotent).
+        state = f"{self.settings.topic_prefix}/dev/+/state"
+        client.subscribe([(topic, SubscribeOptions(qos=1)), (state, SubscribeOptions(qos=1))])
         log.info(
-            "connected to %s:%d; subscribing to %s", self.settings.mqtt_host, self.settings.mqtt_port, topic
+            "connected to %s:%d; subscribing to %s and %s",
+            self.settings.mqtt_host,
+            self.settings.mqtt_port,
+            topic,
+            state,
         )
 
     def _on_subscribe(self, _c: Any, _u: Any, _mid: int, rcs: list[Any], _p: Any) -> None:
@@ -252,6 +265,9 @@ class IngestWorker:
         try:
             if kind == "record":
                 answers = self.handler.handle_records([(b.topic, b.payload) for b in batch])
+            elif not kind and self.states.topic_dock(item.topic) is not None:
+                self.states.handle(item.topic, item.payload)  # never raises; nothing to answer
+                answers = []
             elif not kind:
                 answers = self.handler.handle(item.topic, item.payload, item.properties)
             else:

@@ -10,10 +10,18 @@ Order of a purge, per blob, defending against a crash or a concurrent link or ho
 
 1. in one transaction: decide again for this blob alone (a link or a hold made since the plan wins),
    then write its ``retention_purges`` row and one custody event per segment — and commit;
-2. then unlink the blob from the store and sync its directory.
+2. then remove the blob from the store: the local store unlinks it and syncs its directory; the S3 store
+   deletes every version of its key (``S3BlobStore.purge``).
 
-A crash between 1 and 2 leaves a blob marked purged but still on disk; the next sweep finishes it
-(never the other way round: bytes gone without the record saying so). The ``records``, ``files`` and
+A crash between 1 and 2 leaves a blob marked purged but still in the store; the next sweep finishes it
+(never the other way round: bytes gone without the record saying so).
+
+On a store with Object Lock (server/retention/locks.py), a blob is purged only once the store itself
+would let it go: before step 1 the sweep asks the store for the blob's lock, and a blob still under
+the store's retention (which runs from *commit*, not capture) or legal hold is left alone — not marked,
+reported in ``SweepResult.locked`` — for a later sweep. Past-retention blobs that a database hold keeps
+get the store's legal hold too. If the store still refuses at step 2 (a lock made in between), the blob
+stays marked and the next sweep's ``finish_purges`` retries. The ``records``, ``files`` and
 ``segments`` rows and every custody event stay: the capture record is evidence that the footage existed.
 
 The custody event is kind ``warning`` with ``{"action": "retention-delete", …}``: no kind for it exists
@@ -38,9 +46,11 @@ from server.custody_log.service import log_event
 from server.db import transaction, utc_now
 from server.errors import StoreError
 from server.evidence.models import EvidenceFile, Segment
+from server.evidence.s3 import S3BlobStore, S3LockedError
 from server.evidence.store import BlobStore, LocalBlobStore
 from server.ingest.models import Record
 from server.retention.holds import active_holds, holds_covering
+from server.retention.locks import set_store_holds, store_lock
 from server.retention.models import RetentionPurge
 from server.retention.policy import MIN_NON_CASE_MONTHS, NON_CASE, add_months
 
@@ -87,6 +97,8 @@ class SweepResult:
     purged: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # no longer due when purged (linked or held meanwhile)
     finished: list[str] = field(default_factory=list)  # purged earlier, bytes removed now
+    locked: dict[str, str] = field(default_factory=dict)  # digest → why the store refuses it for now
+    store_held: list[str] = field(default_factory=list)  # held by a database hold: store's hold put now
 
 
 def _check_months(months: int) -> None:
@@ -158,7 +170,10 @@ def plan_sweep(
 
 def purge_blob(store: BlobStore, digest: str) -> bool:
     """Remove a committed blob from the store (True if it was there). The store's interface has no
-    delete on purpose (write-once for ingest); retention is the one caller, and only for the local store."""
+    delete on purpose (write-once for ingest); retention is the one caller. S3LockedError if an S3
+    store refuses (retention or legal hold in force)."""
+    if isinstance(store, S3BlobStore):
+        return store.purge(digest)
     if not isinstance(store, LocalBlobStore):
         raise StoreError(f"retention purge is not implemented for {type(store).__name__}")
     path = store.root / store.key(digest)
@@ -185,7 +200,12 @@ def sweep(
     result = SweepResult(plan=plan, dry_run=dry_run)
     if dry_run:
         return result
+    result.store_held = set_store_holds(store, plan.held, on=True)
     for blob in plan.due:
+        why = store_lock(store, blob.digest)
+        if why is not None:
+            result.locked[blob.digest] = why
+            continue
         with transaction(factory) as session:
             again = plan_sweep(session, now=plan.now, months=months, digest=blob.digest)
             if [b.digest for b in again.due] != [blob.digest]:
@@ -223,14 +243,28 @@ def sweep(
                         "segments": len(current.segments),
                     },
                 )
-        purge_blob(store, blob.digest)
+        try:
+            purge_blob(store, blob.digest)
+        except S3LockedError as exc:  # locked since we asked: marked, a later sweep finishes it
+            result.locked[blob.digest] = str(exc)
+            continue
         result.purged.append(blob.digest)
-    result.finished = finish_purges(factory=factory, store=store)
+    result.finished = finish_purges(factory=factory, store=store, locked=result.locked)
     return result
 
 
-def finish_purges(*, factory: sessionmaker[Session], store: BlobStore) -> list[str]:
-    """Remove the bytes of blobs marked purged that are still in the store (a crash after the commit)."""
+def finish_purges(*, factory: sessionmaker[Session], store: BlobStore, locked: dict[str, str]) -> list[str]:
+    """Remove the bytes of blobs marked purged that are still in the store (a crash after the commit,
+    or a store that refused); a blob the store still refuses is noted in ``locked`` and left."""
     with factory() as session:
         marked = list(session.scalars(select(RetentionPurge.digest).order_by(RetentionPurge.digest)))
-    return [d for d in marked if store.exists(d) and purge_blob(store, d)]
+    done = []
+    for d in marked:
+        if d in locked:
+            continue
+        try:
+            if store.exists(d) and purge_blob(store, d):
+                done.append(d)
+        except S3LockedError as exc:
+            locked[d] = str(exc)
+    return done

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from sqlalchemy import select
 
@@ -17,7 +17,10 @@ from server.auth.deps import AUTH_RESPONSES, ErrorOut, require
 from server.auth.principal import Principal, Role
 from server.cases.errors import NotFoundError
 from server.cases.views_common import answers
+from server.errors import StoreError
+from server.evidence.views import get_store
 from server.retention import holds as service
+from server.retention import locks
 from server.retention.models import CaseArchiveRule, LegalHold
 from server.retention.schemas import (
     ArchiveRuleIn,
@@ -35,7 +38,11 @@ router = APIRouter(tags=["retention"])
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {404: "no such case, segment or hold", 409: "the hold was already released"}
+    text = {
+        404: "no such case, segment or hold",
+        409: "the hold was already released",
+        503: "the evidence store refused to set or lift its legal hold",
+    }
     return {**AUTH_RESPONSES, **{c: {"model": ErrorOut, "description": text[c]} for c in codes}}
 
 
@@ -78,9 +85,10 @@ def _rule_out(rule: CaseArchiveRule) -> ArchiveRuleOut:
     )
 
 
-@router.post("/legal-holds", status_code=201, responses=_errors(404))
-def place_hold(body: HoldIn, session: SessionDep, principal: Keeper) -> HoldOut:
-    """Place a legal hold: nothing it covers is purged until it is released."""
+@router.post("/legal-holds", status_code=201, responses=_errors(404, 503))
+def place_hold(body: HoldIn, request: Request, session: SessionDep, principal: Keeper) -> HoldOut:
+    """Place a legal hold: nothing it covers is purged until it is released. On a store with Object
+    Lock, its blobs get the store's legal hold first (503, and no hold, if the store refuses)."""
     with answers():
         hold = service.place_hold(
             session=session,
@@ -91,6 +99,15 @@ def place_hold(body: HoldIn, session: SessionDep, principal: Keeper) -> HoldOut:
             seq_from=body.seq_from,
             seq_to=body.seq_to,
         )
+        store = get_store(request)
+        if locks.locks_in_store(store):
+            try:
+                locks.set_store_holds(store, locks.covered_digests(session, hold), on=True)
+            except StoreError as exc:
+                session.rollback()
+                raise HTTPException(
+                    status_code=503, detail=f"the evidence store refused the legal hold: {exc}"
+                ) from None
         session.commit()
     return _hold_out(session, hold)
 
@@ -117,12 +134,26 @@ def get_hold(hold_id: IdParam, session: SessionDep, _principal: Keeper) -> HoldO
     return _hold_out(session, hold)
 
 
-@router.post("/legal-holds/{hold_id}/release", responses=_errors(404, 409))
-def release_hold(hold_id: IdParam, body: ReleaseIn, session: SessionDep, principal: Keeper) -> HoldOut:
-    """Release a hold, with the reason (409 if released already)."""
+@router.post("/legal-holds/{hold_id}/release", responses=_errors(404, 409, 503))
+def release_hold(
+    hold_id: IdParam, body: ReleaseIn, request: Request, session: SessionDep, principal: Keeper
+) -> HoldOut:
+    """Release a hold, with the reason (409 if released already). On a store with Object Lock, the
+    store's legal hold is then lifted from the blobs no other hold covers (503 if the store refuses:
+    the release stands, those blobs stay held in the store — the safe way round — and the retention
+    sweep reports them as locked until an administrator lifts the store's hold)."""
     with answers():
         hold = service.release_hold(session=session, principal=principal, hold_id=hold_id, reason=body.reason)
         session.commit()
+    store = get_store(request)
+    if locks.locks_in_store(store):
+        try:
+            locks.lift_released(session, store, hold)
+        except StoreError as exc:
+            raise HTTPException(
+                status_code=503,
+                detail=f"the hold is released, but the evidence store kept its legal hold on some blobs: {exc}",
+            ) from None
     return _hold_out(session, hold)
 
 

@@ -1,7 +1,10 @@
 """Rebuilding a device's chain from what the server holds and running the offline verifier over it.
 
 The journal is the signed lines of ``records`` (byte for byte, in seq order); the media are the blobs
-of the evidence store, re-hashed now — never the digests in the database. The verifier is the same
+of the evidence store, re-hashed now — never the digests in the database. The verifier reads files in
+a folder: a local store's blobs are linked into it (no copy); any other store's (S3) are copied into it
+from ``store.open`` — the bytes the store serves — in a scratch folder under the data directory, which
+costs one download of the device's footage and as much local disk while the verification runs. The verifier is the same
 ``custody.verify.ChainVerifier`` that ``fieldproof verify`` runs on a spool, trusting the fleet root of
 the CA directory, its CA chain and its current CRL. A case's verdict is read from its devices' reports,
 segment by segment.
@@ -10,6 +13,7 @@ segment by segment.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,8 +31,9 @@ from custody.trust import TrustStore, load_certificates
 from custody.verify import ChainReport, ChainVerifier
 from server.cases.footage import Footage
 from server.devices.models import SigningCertificate
-from server.errors import SettingsError
-from server.evidence.store import LocalBlobStore
+from server.errors import BlobNotFoundError, SettingsError, StoreError
+from server.evidence.s3 import S3RefusedError, TamperedBlobError
+from server.evidence.store import BlobStore, LocalBlobStore
 from server.ingest.models import Record
 
 #: What a finding on a segment's record means for the custodian, in the words of the issue.
@@ -84,36 +89,86 @@ def journal_lines(session: Session, device: str) -> list[bytes]:
     return [bytes(line) for line in rows]
 
 
-@contextmanager
-def media_view(lines: list[bytes], store: LocalBlobStore) -> Iterator[tuple[Path, set[str]]]:
-    """A temporary folder where each segment's ``file`` is a link to its blob in the store.
+_COPY_CHUNK = 1024 * 1024
 
-    The verifier then reads (and hashes) the store's bytes under the names the records use. A blob the
-    store lacks has no link: the verifier reports the file missing.
+
+@dataclass
+class MediaView:
+    """The folder the verifier reads, the names in it, and what the store said of blobs it would not serve."""
+
+    root: Path
+    names: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+
+def _place_blob(store: BlobStore, digest: str, target: Path, placed: dict[str, Path]) -> None:
+    """Put the blob's bytes at ``target``: a link into a local store, else a copy of what ``open`` serves
+    (a blob named twice is copied once and hard-linked)."""
+    if isinstance(store, LocalBlobStore):
+        os.symlink(store.root / store.key(digest), target)
+        return
+    if digest in placed:
+        os.link(placed[digest], target)
+        return
+    with store.open(digest) as src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst, _COPY_CHUNK)
+    placed[digest] = target
+
+
+@contextmanager
+def media_view(lines: list[bytes], store: BlobStore, *, scratch: Path | None = None) -> Iterator[MediaView]:
+    """A temporary folder (under ``scratch``) where each segment's ``file`` holds its blob's bytes.
+
+    The verifier then hashes the store's bytes under the names the records use. A blob the store lacks
+    has no file: the verifier reports the file missing. A blob the store refuses to serve because what
+    it holds under the key does not hash to the digest (TamperedBlobError: a forgery locked in an S3
+    bucket) has no file either, and the view's notes say why. Any other store error (unreachable)
+    propagates: the verification cannot run, and must not report footage missing that may not be.
     """
-    with tempfile.TemporaryDirectory(prefix="fieldproof-verify-") as tmp:
-        root = Path(tmp)
-        names: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="fieldproof-verify-", dir=scratch) as tmp:
+        view = MediaView(Path(tmp))
+        placed: dict[str, Path] = {}
         for line in lines:
             try:
                 body = parse(line.rstrip(b"\n"))["record"]["body"]
                 name, digest = body["file"], body["digest"]
             except (ValueError, KeyError, TypeError):
                 continue  # not a segment, or malformed: the verifier says so
-            if not isinstance(name, str) or not isinstance(digest, str) or not store.exists(digest):
+            if not isinstance(name, str) or not isinstance(digest, str):
                 continue
-            target = root / name
-            if not target.resolve().is_relative_to(root.resolve()):
-                continue  # the format forbids "..": never link outside the view
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.exists():
-                os.symlink(store.root / store.key(digest), target)
-                names.add(name)
-        yield root, names
+            target = view.root / name
+            if not target.resolve().is_relative_to(view.root.resolve()):
+                continue  # the format forbids "..": never write outside the view
+            if target.exists():
+                continue
+            try:
+                if not store.exists(digest):
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _place_blob(store, digest, target, placed)
+            except TamperedBlobError as exc:
+                view.notes.append(f"{name}: {exc}")
+                continue
+            except StoreError as exc:
+                # The version the store sealed is gone between its answer and the read (removed behind
+                # the S3 API): the file is missing. Any other failure: the verification cannot run.
+                target.unlink(missing_ok=True)
+                if isinstance(exc, BlobNotFoundError) or (isinstance(exc, S3RefusedError) and exc.missing):
+                    view.notes.append(f"{name}: the store no longer serves the blob it sealed ({exc})")
+                    continue
+                raise
+            view.names.add(name)
+        yield view
 
 
 def verify_device(
-    session: Session, *, ca_dir: Path | None, store: LocalBlobStore, device: str, workers: int | None = 1
+    session: Session,
+    *,
+    ca_dir: Path | None,
+    store: BlobStore,
+    device: str,
+    workers: int | None = 1,
+    scratch: Path | None = None,
 ) -> ChainReport:
     """The ChainReport of ``device``'s chain as the server holds it, with its media re-hashed."""
     trust = trust_store(ca_dir)
@@ -121,15 +176,16 @@ def verify_device(
     certs = device_certificates(session, ca_dir, device)
     trust.add_untrusted(certs)
     lines = journal_lines(session, device)
-    with media_view(lines, store) as (media_dir, names):
+    with media_view(lines, store, scratch=scratch) as view:
         report = ChainVerifier(trust, workers=workers).verify(
             device=device,
             lines=lines,
             keys=trust.signing_keys(certs),
-            media_dir=media_dir,
-            media_files=names,
+            media_dir=view.root,
+            media_files=view.names,
             source=f"server: records of {device} and the evidence store",
         )
+    report.notes.extend(f"The evidence store refused a blob as tampered: {n}" for n in view.notes)
     return report
 
 
@@ -249,11 +305,17 @@ class CaseVerification:
 
 
 def verify_case_footage(
-    session: Session, *, ca_dir: Path | None, store: LocalBlobStore, case_number: str, footage: list[Footage]
+    session: Session,
+    *,
+    ca_dir: Path | None,
+    store: BlobStore,
+    case_number: str,
+    footage: list[Footage],
+    scratch: Path | None = None,
 ) -> CaseVerification:
     """Verify every device that recorded ``footage`` and judge each segment of it."""
     reports = {
-        d: verify_device(session, ca_dir=ca_dir, store=store, device=d)
+        d: verify_device(session, ca_dir=ca_dir, store=store, device=d, scratch=scratch)
         for d in sorted({f.device for f in footage})
     }
     return CaseVerification(

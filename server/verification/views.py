@@ -22,8 +22,8 @@ from server.auth.principal import Role
 from server.cases import footage, policy, retrieval
 from server.cases.service import find_case
 from server.cases.views_common import answers
-from server.errors import SettingsError
-from server.evidence.store import LocalBlobStore
+from server.errors import SettingsError, StoreError
+from server.evidence.store import BlobStore
 from server.evidence.views import get_store
 from server.verification import service
 
@@ -32,7 +32,10 @@ router = APIRouter(tags=["verification"])
 _CASE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **AUTH_RESPONSES,
     404: {"model": ErrorOut, "description": "no such case, or not one this user may see"},
-    503: {"model": ErrorOut, "description": "the verifier cannot run: the CA directory is unusable"},
+    503: {
+        "model": ErrorOut,
+        "description": "the verifier cannot run: the CA directory or the evidence store is unusable",
+    },
 }
 _DEVICE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_CASE_RESPONSES,
@@ -45,15 +48,13 @@ CaseNumber = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[^
 Device = Annotated[str, PathParam(pattern=r"^[A-Z0-9][A-Z0-9-]{2,31}$")]
 
 
-def _store(request: Request) -> LocalBlobStore:
-    store = get_store(request)
-    if not isinstance(store, LocalBlobStore):  # pragma: no cover - the only store today
-        raise HTTPException(status_code=503, detail="verification reads a local evidence store")
-    return store
+def _store(request: Request) -> BlobStore:
+    return get_store(request)
 
 
-def _cannot_run(exc: CustodyError | SettingsError) -> HTTPException:
-    # The CA directory's root, chain or CRL is unusable: the verifier cannot run (fieldproof verify's exit 2).
+def _cannot_run(exc: CustodyError | SettingsError | StoreError) -> HTTPException:
+    # The CA directory's root, chain or CRL is unusable, or the store cannot be read: the verifier cannot
+    # run (fieldproof verify's exit 2) — never a report of footage "missing" that may not be.
     return HTTPException(status_code=503, detail=f"verification cannot run: {exc.diagnostics()}")
 
 
@@ -81,8 +82,9 @@ def case_verification(
             store=_store(request),
             case_number=case.number,
             footage=shown,
+            scratch=request.app.state.settings.data_dir,
         )
-    except (CustodyError, SettingsError) as exc:
+    except (CustodyError, SettingsError, StoreError) as exc:
         raise _cannot_run(exc) from None
     retrieval.record_access(
         session,
@@ -116,9 +118,13 @@ def device_verification(
         )
     try:
         report = service.verify_device(
-            session, ca_dir=request.app.state.settings.ca_dir, store=_store(request), device=device
+            session,
+            ca_dir=request.app.state.settings.ca_dir,
+            store=_store(request),
+            device=device,
+            scratch=request.app.state.settings.data_dir,
         )
-    except (CustodyError, SettingsError) as exc:
+    except (CustodyError, SettingsError, StoreError) as exc:
         raise _cannot_run(exc) from None
     if not report.records:
         raise HTTPException(status_code=404, detail=f"the server holds no records of device {device}")

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from server.auth.principal import Principal
 from server.errors import ServerError
-from server.evidence.store import LocalBlobStore
+from server.evidence.store import BlobStore
 from server.export import service as export
 
 _LOCK = threading.Lock()
@@ -73,7 +73,7 @@ def _jobs(app: FastAPI) -> dict[str, ExportJob]:
         return jobs
 
 
-def start_export(app: FastAPI, *, principal: Principal, store: LocalBlobStore, number: str) -> ExportJob:
+def start_export(app: FastAPI, *, principal: Principal, store: BlobStore, number: str) -> ExportJob:
     """Queue the export of case ``number`` for ``principal`` and start it on a thread."""
     job = ExportJob(id=secrets.token_hex(8), user_id=principal.user_id, case_number=number)
     _jobs(app)[job.id] = job

@@ -2,7 +2,10 @@
 
 - 关联率: the share of segments whose current case is set (captured with a case, or linked later);
 - 上传及时率: the share of segments received within 24 hours of their end;
-- 使用率: the share of enrolled recorders that recorded anything in the period;
+- 使用率: the share of recorders that recorded anything in the period — of the enrolled recorders over
+  all, and per department and officer of the recorders issued to them (配发, ``server/devices/
+  assignments.py``) in the period: issued recorders with at least one segment filed in the period
+  (segment end within it) ÷ issued recorders;
 - warnings against the recording policy (音像记录事项清单, ``firmware-config/recording-policy.toml``):
   an open case with no footage at all; an open case whose text records show a scene the policy
   requires recorded (an inspection note: 现场检查; an inquiry transcript: 调查询问) with no footage of
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -28,6 +31,7 @@ from provisioning import inventory
 from server.cases.footage import current_case
 from server.cases.models import Case, Officer, SegmentFacts, TextRecord
 from server.db import utc_now
+from server.devices.assignments import assignments_in
 from server.evidence.models import Segment
 from server.ingest.models import Record
 
@@ -55,6 +59,12 @@ class Tally:
     segments: int = 0
     linked: int = 0
     timely: int = 0
+    issued: int = 0  # recorders issued to them in the period (配发)
+    issued_used: int = 0  # of which at least one segment was filed in the period
+
+    @property
+    def use_rate(self) -> float | None:
+        return self.issued_used / self.issued if self.issued else None
 
     @property
     def link_rate(self) -> float | None:
@@ -95,6 +105,7 @@ def oversight(session: Session, *, ca_dir: Path | None, days: int = 30) -> Overs
     by_dept: dict[str, Tally] = defaultdict(Tally)
     by_officer: dict[str, Tally] = defaultdict(Tally)
     used: set[str] = set()
+    days_used: dict[str, set[date]] = defaultdict(set)  # device → days (UTC) a segment of it ended
     rows = session.execute(
         select(Segment.device, Segment.officer, Segment.end, current_case(), Record.received_at).join(
             Record, Record.id == Segment.record_id
@@ -104,11 +115,28 @@ def oversight(session: Session, *, ca_dir: Path | None, days: int = 30) -> Overs
         if _when(end) < since:
             continue
         used.add(device)
+        days_used[device].add(_when(end).date())
         dept = officers[officer].department if officer in officers else "—"
         for tally in (by_dept[dept], by_officer[officer]):
             tally.segments += 1
             tally.linked += 1 if case_number else 0
             tally.timely += 1 if received - _when(end) <= TIMELY else 0
+    # 使用率 by 配发: each (recorder, officer) issued in the period counts once for the officer and
+    # once for their department; used when a segment of that recorder is filed in the period.
+    # Segments name their collecting officer; the recorder counts as used by whoever it was issued to.
+    # A recorder issued to two officers in turn counts for whoever held it the day a segment ended.
+    issued: dict[tuple[str, int], tuple[Officer, bool]] = {}
+    for a, holder in assignments_in(session, since=since.date(), until=utc_now().date()):
+        was_used = any(
+            a.valid_from <= d and (a.valid_until is None or d <= a.valid_until) for d in days_used[a.recorder]
+        )
+        key = (a.recorder, holder.id)
+        issued[key] = (holder, was_used or (key in issued and issued[key][1]))
+    for holder, was_used in issued.values():
+        out.officer_names.setdefault(holder.certificate_no, holder.name)
+        for tally in (by_dept[holder.department], by_officer[holder.certificate_no]):
+            tally.issued += 1
+            tally.issued_used += 1 if was_used else 0
     out.by_department = dict(sorted(by_dept.items()))
     out.by_officer = dict(sorted(by_officer.items()))
     recorders = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -23,8 +23,11 @@ from server.api.deps import SessionDep
 from server.auth import access
 from server.auth.models import AccessRequest, User
 from server.auth.principal import Principal, Role
+from server.cases.errors import ConflictError, InvalidInputError, NotFoundError
+from server.cases.models import Officer
 from server.custody_log.models import CustodyEvent
 from server.db import utc_now
+from server.devices import assignments
 from server.web import drawing, fleet, oversight
 from server.web.i18n import translate
 from server.web.rendering import PageError, PagePrincipal, SameOrigin, page_roles, pages, render
@@ -51,7 +54,47 @@ def _ca_dir(request: Request) -> Path:
 def fleet_page(request: Request, session: SessionDep, principal: ItAdmin) -> Response:
     """Every recorder and dock: status, last seen, firmware/config, clock offset, certificate expiry."""
     rows = fleet.fleet_rows(session, ca_dir=request.app.state.settings.ca_dir)
-    return render(request, "fleet.html", principal, rows=rows, enrolled=request.query_params.get("enrolled"))
+    officers = list(session.scalars(select(Officer).order_by(Officer.department, Officer.certificate_no)))
+    return render(
+        request,
+        "fleet.html",
+        principal,
+        rows=rows,
+        officers=officers,
+        enrolled=request.query_params.get("enrolled"),
+        assigned=request.query_params.get("assigned"),
+    )
+
+
+@router.post("/fleet/assign", dependencies=[SameOrigin])
+def assign(
+    session: SessionDep,
+    principal: ItAdmin,
+    recorder: Annotated[str, Form(pattern=r"^[A-Z0-9][A-Z0-9-]{2,31}$")],
+    officer_id: Annotated[int, Form(ge=1, le=2**63 - 1)],
+    valid_from: Annotated[date, Form()],
+    valid_until: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    """配发: issue a recorder to an officer (``server.devices.assignments.assign_recorder``)."""
+    try:
+        until = date.fromisoformat(valid_until) if valid_until else None
+    except ValueError:
+        raise PageError(422, translate("error.conflict"), detail="valid_until is not a date") from None
+    try:
+        assignments.assign_recorder(
+            session,
+            principal=principal,
+            recorder=recorder,
+            officer_id=officer_id,
+            valid_from=valid_from,
+            valid_until=until,
+        )
+    except NotFoundError:
+        raise PageError(404, translate("error.not_found")) from None
+    except (ConflictError, InvalidInputError) as exc:
+        raise PageError(409, translate("error.conflict"), detail=str(exc)) from None
+    session.commit()
+    return RedirectResponse(f"/fleet?assigned={quote(recorder)}", status_code=303)
 
 
 @router.post("/fleet/enrol", dependencies=[SameOrigin])
@@ -120,15 +163,27 @@ def oversight_page(
     """关联率, 上传及时率, 使用率 and warnings, per department and officer, with bar charts."""
     o = oversight.oversight(session, ca_dir=request.app.state.settings.ca_dir, days=days)
     charts = {
-        "dept_link": drawing.bars([(k, t.link_rate) for k, t in o.by_department.items()]),
-        "dept_timely": drawing.bars([(k, t.timely_rate) for k, t in o.by_department.items()]),
+        "dept_link": drawing.bars([(k, t.link_rate) for k, t in o.by_department.items() if t.segments]),
+        "dept_timely": drawing.bars([(k, t.timely_rate) for k, t in o.by_department.items() if t.segments]),
         "officer_link": drawing.bars(
-            [(f"{o.officer_names.get(k, '')} {k}", t.link_rate) for k, t in o.by_officer.items()]
+            [
+                (f"{o.officer_names.get(k, '')} {k}", t.link_rate)
+                for k, t in o.by_officer.items()
+                if t.segments
+            ]
         ),
         "officer_timely": drawing.bars(
-            [(f"{o.officer_names.get(k, '')} {k}", t.timely_rate) for k, t in o.by_officer.items()]
+            [
+                (f"{o.officer_names.get(k, '')} {k}", t.timely_rate)
+                for k, t in o.by_officer.items()
+                if t.segments
+            ]
         ),
         "use": drawing.bars([(translate("oversight.use_rate"), o.use_rate)]),
+        "dept_use": drawing.bars([(k, t.use_rate) for k, t in o.by_department.items() if t.issued]),
+        "officer_use": drawing.bars(
+            [(f"{o.officer_names.get(k, '')} {k}", t.use_rate) for k, t in o.by_officer.items() if t.issued]
+        ),
     }
     return render(request, "oversight.html", principal, o=o, charts=charts, days=days, case_url=case_url)
 

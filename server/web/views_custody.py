@@ -23,8 +23,8 @@ from server.custody_log.models import CustodyEvent
 from server.custody_log.sequencer import CheckpointSigner, sequence_pending
 from server.custody_log.verify import verify_event_answer
 from server.devices.models import Device
-from server.errors import SettingsError
-from server.evidence.store import LocalBlobStore
+from server.errors import SettingsError, StoreError
+from server.evidence.store import BlobStore
 from server.evidence.views import get_store
 from server.verification import service as verification
 from server.web import jobs
@@ -42,14 +42,11 @@ Custodian = Annotated[Principal, Depends(page_roles(Role.CUSTODIAN))]
 LOG_PAGE = 50
 
 
-def _store(request: Request) -> LocalBlobStore:
-    store = get_store(request)
-    if not isinstance(store, LocalBlobStore):  # pragma: no cover - the only store today
-        raise PageError(503, translate("error.unavailable"))
-    return store
+def _store(request: Request) -> BlobStore:
+    return get_store(request)
 
 
-def _cannot_run(exc: CustodyError | SettingsError) -> PageError:
+def _cannot_run(exc: CustodyError | SettingsError | StoreError) -> PageError:
     return PageError(503, translate("custody.cannot_run"), detail=exc.diagnostics())
 
 
@@ -83,8 +80,9 @@ def case_custody(
             store=_store(request),
             case_number=case.number,
             footage=shown,
+            scratch=request.app.state.settings.data_dir,
         )
-    except (CustodyError, SettingsError) as exc:
+    except (CustodyError, SettingsError, StoreError) as exc:
         raise _cannot_run(exc) from None
     retrieval.record_access(
         session,
@@ -114,9 +112,13 @@ def device_custody(
     """A device's whole chain as the server holds it (``GET /devices/{device}/verification``)."""
     try:
         report = verification.verify_device(
-            session, ca_dir=request.app.state.settings.ca_dir, store=_store(request), device=device
+            session,
+            ca_dir=request.app.state.settings.ca_dir,
+            store=_store(request),
+            device=device,
+            scratch=request.app.state.settings.data_dir,
         )
-    except (CustodyError, SettingsError) as exc:
+    except (CustodyError, SettingsError, StoreError) as exc:
         raise _cannot_run(exc) from None
     if not report.records:
         raise PageError(404, translate("error.not_found"))

@@ -1,11 +1,18 @@
 """Helpers of the case-file tests: the API over a fresh migrated database with the fleet's CA (for the
 server-signing key), users with API tokens, and footage filed by the real ingest handler from signed
-spools written like a recorder writes them."""
+spools written like a recorder writes them.
+
+The evidence store is the one the settings choose (``make_blob_store``): the local store, or with
+``FIELDPROOF_TEST_STORE=s3`` the session's SeaweedFS under a key prefix of this test's own. The
+helpers at the end check blobs through the store's own ``open`` (and what it says of its locks and
+staging), so the same assertions hold on both."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +37,9 @@ from server.config import ServerSettings
 from server.custody_log.models import CustodyEvent
 from server.db import make_engine, session_factory, transaction
 from server.devices.registry import DeviceRegistry
-from server.evidence.store import LocalBlobStore
+from server.evidence.backend import make_blob_store
+from server.evidence.s3 import S3BlobStore
+from server.evidence.store import BlobStore, LocalBlobStore
 from server.ingest.acks import AckSigner
 from server.ingest.handler import IngestHandler
 from tests.server.conftest import Fleet
@@ -58,6 +67,14 @@ class CaseApi:
     settings: ServerSettings
     fleet: Fleet
     users: dict[str, int] = field(default_factory=dict)
+    _store: BlobStore | None = None
+
+    @property
+    def store(self) -> BlobStore:
+        """The evidence store of these settings (its own instance, not the app's)."""
+        if self._store is None:
+            self._store = make_blob_store(self.settings)
+        return self._store
 
     def user(self, username: str, *roles: Role, officer_id: int | None = None) -> TestClient:
         """A new user with ``roles``, and a client sending their API token."""
@@ -91,9 +108,23 @@ class CaseApi:
             ]
 
 
-def make_api(tmp_path: Path, database_url: str, fleet: Fleet) -> CaseApi:
-    """The API over ``database_url`` with the fleet's CA directory (annotations are signed with its key)."""
-    settings = ServerSettings(data_dir=tmp_path / "data", database_url=database_url, ca_dir=fleet.ca)
+def s3_overrides(**more: object) -> dict[str, object]:
+    """With FIELDPROOF_TEST_STORE=s3: a key prefix of this test's own in the session's bucket (and
+    ``more``); else nothing (the local store under the data directory)."""
+    if os.environ.get("FIELDPROOF_TEST_STORE", "local") != "s3":
+        return {}
+    return {"s3_prefix": f"api-{secrets.token_hex(6)}/", **more}
+
+
+def make_api(tmp_path: Path, database_url: str, fleet: Fleet, **store: object) -> CaseApi:
+    """The API over ``database_url`` with the fleet's CA directory (annotations are signed with its key).
+    ``store``: settings of the S3 store (e.g. ``s3_object_lock_days``), used only on S3."""
+    settings = ServerSettings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        ca_dir=fleet.ca,
+        **s3_overrides(**store),  # type: ignore[arg-type]
+    )
     settings.check_data_dir()
     engine = make_engine(database_url)
     app = create_app(settings, engine=engine, auth=AuthSettings(cookie_secure=False))
@@ -161,7 +192,7 @@ def ingest(api: CaseApi, spool: Path, device: str) -> None:
     handler = IngestHandler(
         prefix=settings.topic_prefix,
         factory=session_factory(make_engine(settings.db_url, immediate=True)),
-        store=LocalBlobStore(settings.store_root, settings.staging_dir),
+        store=api.store,
         registry=DeviceRegistry(api.fleet.ca),
         signer=AckSigner.from_ca_dir(api.fleet.ca),
         actor="test",
@@ -181,3 +212,36 @@ def ingest(api: CaseApi, spool: Path, device: str) -> None:
 def media_bytes(spool: Path, rec: dict[str, Any]) -> bytes:
     """The bytes of a segment's file in the spool."""
     return (spool / "media" / rec["body"]["file"]).read_bytes()
+
+
+def stored_digest(store: BlobStore, digest: str) -> tuple[str, int]:
+    """SHA-256 and length of the bytes the store serves for ``digest`` (streamed through ``open``)."""
+    h = hashlib.sha256()
+    length = 0
+    with store.open(digest) as f:
+        while data := f.read(1024 * 1024):
+            h.update(data)
+            length += len(data)
+    return "sha256:" + h.hexdigest(), length
+
+
+def assert_write_once(store: BlobStore, digest: str) -> None:
+    """The committed blob cannot be changed through the store: a local blob is read-only (0444); an S3
+    blob, on a bucket with retention, is under COMPLIANCE retention."""
+    if isinstance(store, LocalBlobStore):
+        assert (store.root / store.key(digest)).stat().st_mode & 0o777 == 0o444
+    else:
+        assert isinstance(store, S3BlobStore)
+        state = store.lock_state(digest)
+        if store.lock_days:
+            assert state.lock_mode == "COMPLIANCE"
+            assert state.retain_until is not None
+
+
+def staged_leftovers(store: BlobStore) -> list[str]:
+    """What the store still holds in staging (local: blob directories; S3: staging objects)."""
+    if isinstance(store, LocalBlobStore):
+        return [p.name for p in store.staging.glob("[0-9a-f]*")]
+    assert isinstance(store, S3BlobStore)
+    page = store.client.list_object_versions(Bucket=store.bucket, Prefix=f"{store.prefix}staging/")
+    return [v["Key"] for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]]

@@ -16,7 +16,7 @@ from server.auth.principal import Role
 from server.config import ServerSettings
 from server.db import make_engine, session_factory, transaction
 from server.devices.registry import DeviceRegistry
-from server.evidence.store import LocalBlobStore
+from server.evidence.backend import make_blob_store
 from server.ingest.acks import AckSigner
 from server.ingest.handler import IngestHandler
 from tests.server.case_helpers import FAST, PW
@@ -47,7 +47,7 @@ def _ingest_spool(
     handler = IngestHandler(
         prefix=settings.topic_prefix,
         factory=session_factory(make_engine(settings.db_url, immediate=True)),
-        store=LocalBlobStore(settings.store_root, settings.staging_dir),
+        store=make_blob_store(settings),
         registry=DeviceRegistry(fleet.ca),
         signer=AckSigner.from_ca_dir(fleet.ca),
         actor="test",

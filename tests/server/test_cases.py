@@ -19,7 +19,6 @@ from server.auth.principal import Role
 from server.cases.models import TextRecord
 from server.cases.uscc import ALPHABET, UsccError, check_character, is_valid_uscc, validate_uscc
 from server.evidence.models import EvidenceFile
-from server.evidence.store import LocalBlobStore
 from tests.server.case_helpers import CASE_A, CASE_B, USCC_A, USCC_B, CaseApi, make_api
 from tests.server.conftest import Fleet
 
@@ -300,7 +299,7 @@ def test_text_records_round_trip(api: CaseApi) -> None:
     ]
 
     # Downloaded byte for byte, by the reviewer too; the store holds the blob under its hash.
-    store = LocalBlobStore(api.settings.store_root, api.settings.staging_dir)
+    store = api.store
     for rid, (data, _name, body) in uploaded.items():
         got = reviewer.get(f"/api/v1/text-records/{rid}/content", params={"reason": "法制审核"})
         assert got.status_code == 200

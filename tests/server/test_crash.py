@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from custody.digest import file_digest
 from fieldproof.cli import COMPONENTS
 from server.config import ServerSettings
 from server.custody_log.service import events_for
 from server.db import make_engine, session_factory
+from server.evidence.backend import make_blob_store
 from server.evidence.models import EvidenceFile
 from server.ingest.models import Record
+from tests.server.case_helpers import staged_leftovers, stored_digest
 from tests.server.conftest import Fleet
 from tests.server.dock import TestDock, spool_records
 
@@ -42,6 +43,7 @@ def start_ingest(settings: ServerSettings, tmp_path: Path) -> Iterator[object]:
         "FIELDPROOF_CA_DIR": str(settings.ca_dir),
         "FIELDPROOF_MQTT_PORT": str(settings.mqtt_port),
         "FIELDPROOF_SHARE_GROUP": settings.share_group,
+        "FIELDPROOF_S3_PREFIX": settings.s3_prefix,  # the test's own prefix, when the store is S3
     }
 
     def start() -> subprocess.Popen[bytes]:
@@ -101,14 +103,16 @@ def test_ingest_killed_mid_file_and_restarted(
     second.send_signal(signal.SIGTERM)
     assert second.wait(10) == 0
 
+    store = make_blob_store(settings)
     with session_factory(make_engine(settings.db_url))() as s:
         assert s.scalar(select(func.count()).select_from(Record)) == len(records)
         files = list(s.scalars(select(EvidenceFile)))
         assert len(files) == 2
         assert all(f.status == "stored" for f in files)
         for f in files:
-            assert file_digest(settings.store_root / (f.blob_key or "")) == (f.digest, f.size)
+            assert f.blob_key == store.key(f.digest)
+            assert stored_digest(store, f.digest) == (f.digest, f.size)
         filed = [e.seq for e in events_for(session=s, kind="filed")]
         assert sorted(filed) == [r["seq"] for _, r in records]  # each record filed exactly once
         assert events_for(session=s, kind="error") == []
-    assert not list(settings.staging_dir.glob("[0-9a-f]*"))
+    assert staged_leftovers(store) == []

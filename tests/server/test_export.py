@@ -24,6 +24,7 @@ from server.custody_log.sequencer import CheckpointSigner, sequence_pending
 from server.custody_log.verify import load_signing_certificate, verify_event_answer
 from tests.server.case_helpers import CASE_A
 from tests.server.conftest import SAMPLE_START, Fleet
+from tests.server.seaweed import Seaweed
 from tests.server.test_verification import CaseWorld, make_world
 
 VENV = Path(sys.executable).parent
@@ -244,11 +245,16 @@ def test_only_custodians_export(world: CaseWorld) -> None:
     assert not (w.api.settings.data_dir / "exports").exists()
 
 
-def test_altered_blob_is_never_sealed_into_a_bag(world: CaseWorld) -> None:
-    from tests.server.test_verification import _alter_blob
+def test_altered_blob_is_never_sealed_into_a_bag(world: CaseWorld, evidence_s3: Seaweed | None) -> None:
+    """Local store: the blob's bytes altered on disk. S3: the sealed version deleted behind the S3 API and
+    a forgery locked under its key (test_verification.replace_behind_s3_api)."""
+    from tests.server.test_verification import _alter_blob, replace_behind_s3_api
 
     w = world
-    _alter_blob(w.api, w.recs[2]["body"]["digest"])
+    if evidence_s3 is None:
+        _alter_blob(w.api, w.recs[2]["body"]["digest"])
+    else:
+        replace_behind_s3_api(w, w.recs[2], evidence_s3)
     got = w.custodian.post(f"/api/v1/cases/by-number/{CASE_A}/export")
     assert got.status_code == 409
     assert "verification" in got.json()["detail"]
@@ -265,6 +271,7 @@ def test_server_export_command(world: CaseWorld, fleet: Fleet, tmp_path: Path) -
         "FIELDPROOF_DATA_DIR": str(settings.data_dir),
         "FIELDPROOF_DATABASE_URL": settings.db_url,
         "FIELDPROOF_CA_DIR": str(fleet.ca),
+        "FIELDPROOF_S3_PREFIX": settings.s3_prefix,  # the test's own prefix, when the store is S3
     }
     out = tmp_path / "court"
     done = subprocess.run(

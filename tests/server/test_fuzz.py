@@ -10,13 +10,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from custody.digest import file_digest
 from edge.sync.protocol import chunk_properties, have_question, record_message
 from server.config import ServerSettings
 from server.custody_log.service import events_for
 from server.db import make_engine, session_factory
+from server.evidence.backend import make_blob_store
 from server.evidence.models import EvidenceFile
 from server.ingest.models import Record
+from tests.server.case_helpers import stored_digest
 from tests.server.conftest import Fleet, RunningIngest
 from tests.server.dock import TestDock, spool_records
 
@@ -167,6 +168,7 @@ def test_fuzz_leaves_the_worker_running_and_files_nothing_wrong(
     assert ingest.alive()
     assert ingest.worker.handled >= MESSAGES * 0.95  # QoS 0 ones may be dropped only under overload
     assert not dock.forged
+    store = make_blob_store(settings)
     with session_factory(make_engine(settings.db_url))() as s:
         # No message made the handler fail: every one was answered or refused on purpose.
         errors = events_for(session=s, kind="error")
@@ -174,7 +176,8 @@ def test_fuzz_leaves_the_worker_running_and_files_nothing_wrong(
         # Only records byte-identical to the recorder's own lines are held; only true bytes are stored.
         assert all(r.line in lines for r in s.scalars(select(Record)))
         for f in s.scalars(select(EvidenceFile).where(EvidenceFile.status == "stored")):
-            assert file_digest(settings.store_root / (f.blob_key or "")) == (f.digest, f.size)
+            assert f.blob_key == store.key(f.digest)
+            assert stored_digest(store, f.digest) == (f.digest, f.size)
         assert len(events_for(session=s, kind="rejected")) > MESSAGES * 0.5
 
     # And a valid upload still works (a fuzzed chunk may have spoilt the staged file: resend once).

@@ -11,7 +11,7 @@ from server.config import ServerSettings
 from server.custody_log.service import events_for
 from server.db import make_engine, session_factory
 from server.devices.registry import DeviceRegistry
-from server.evidence.store import LocalBlobStore
+from server.evidence.backend import make_blob_store
 from server.ingest.acks import AckSigner
 from server.ingest.handler import IngestHandler, Outgoing
 from tests.server.conftest import Fleet
@@ -23,7 +23,7 @@ def _handler(settings: ServerSettings, fleet: Fleet, name: str) -> IngestHandler
     return IngestHandler(
         prefix=settings.topic_prefix,
         factory=session_factory(make_engine(settings.db_url, immediate=True)),
-        store=LocalBlobStore(settings.store_root, settings.staging_dir),
+        store=make_blob_store(settings),
         registry=DeviceRegistry(fleet.ca),
         signer=AckSigner.from_ca_dir(fleet.ca),
         actor=name,

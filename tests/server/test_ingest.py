@@ -11,16 +11,16 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from custody.digest import file_digest
 from edge.sync.protocol import chunk_properties
 from server.config import ServerSettings
 from server.custody_log.models import CustodyEvent
 from server.custody_log.service import events_for
 from server.db import make_engine, session_factory
+from server.evidence.backend import make_blob_store
 from server.evidence.models import EvidenceFile, Segment
-from server.evidence.store import LocalBlobStore
 from server.ingest.models import Record
 from server.ingest.worker import IngestWorker
+from tests.server.case_helpers import assert_write_once, staged_leftovers, stored_digest
 from tests.server.conftest import Fleet, RunningIngest
 from tests.server.dock import TestDock, spool_records
 
@@ -47,7 +47,7 @@ def test_upload_files_every_segment_once_with_signed_stored_acks(
         r["body"]["size"] for _, r in segs
     ]
 
-    store = LocalBlobStore(settings.store_root, settings.staging_dir)
+    store = make_blob_store(settings)
     with _session(settings) as s:
         assert s.scalar(select(func.count()).select_from(Record)) == len(records)
         files = s.scalars(select(EvidenceFile).order_by(EvidenceFile.digest)).all()
@@ -56,9 +56,9 @@ def test_upload_files_every_segment_once_with_signed_stored_acks(
             assert f.status == "stored"
             assert f.stored_at is not None
             # The stored blob's bytes hash to the signed digest, and equal the spool's file.
-            path = settings.store_root / f.blob_key
-            assert file_digest(path) == (f.digest, f.size)
-            assert path.stat().st_mode & 0o777 == 0o444
+            assert f.blob_key == store.key(f.digest)
+            assert stored_digest(store, f.digest) == (f.digest, f.size)
+            assert_write_once(store, f.digest)
         for _, r in segs:
             with store.open(r["body"]["digest"]) as blob:
                 assert blob.read() == (spool / "media" / r["body"]["file"]).read_bytes()
@@ -69,7 +69,7 @@ def test_upload_files_every_segment_once_with_signed_stored_acks(
         assert first is not None
         assert first.case_number == "津人社监察〔2026〕17号"
         assert first.case_set_by is not None
-    assert not list(settings.staging_dir.glob("[0-9a-f]*"))  # staging emptied
+    assert staged_leftovers(store) == []  # staging emptied
 
     # The same spool again: every record is a duplicate, nothing changes.
     again = dock.upload(spool, "REC-0001")

@@ -290,6 +290,18 @@ def _until(days: int = 2) -> str:
 
 SEG = "/api/v1/segments/REC-0001/{w.seq}"
 
+
+def _issue(w: World) -> dict[str, Any]:
+    """A fresh recorder id issued to officer 1 (配发), as a body for POST /recorder-assignments."""
+    return {"recorder": f"REC-I{next(_SERIAL):05d}", "officer_id": w.officer_id, "valid_from": "2026-01-01"}
+
+
+def _fresh_issue(w: World) -> int:
+    got = w.clients["admin"].post("/api/v1/recorder-assignments", json=_issue(w))
+    assert got.status_code == 201, got.text
+    return int(got.json()["id"])
+
+
 ROWS: list[Row] = [
     # -- sign-in, own tokens -----------------------------------------------------------------------------
     Row(
@@ -479,6 +491,23 @@ ROWS: list[Row] = [
         expect(403, admin=201),
     ),
     Row("GET", "/api/v1/officers", _req("/api/v1/officers"), expect(200)),
+    # -- 配发: recorders issued to officers (IT admins) ---------------------------------------------------
+    Row(
+        "POST",
+        "/api/v1/recorder-assignments",
+        lambda w, role: ("/api/v1/recorder-assignments", {"json": _issue(w)}),
+        expect(403, admin=201),
+    ),
+    Row("GET", "/api/v1/recorder-assignments", _req("/api/v1/recorder-assignments"), expect(403, admin=200)),
+    Row(
+        "POST",
+        "/api/v1/recorder-assignments/{assignment_id}/end",
+        lambda w, role: (
+            f"/api/v1/recorder-assignments/{_fresh_issue(w)}/end",
+            {"json": {"valid_until": "2026-06-30"}},
+        ),
+        expect(403, admin=200),
+    ),
     Row("GET", "/api/v1/officers/{officer_id}", _req("/api/v1/officers/{w.officer_id}"), expect(200)),
     Row(
         "POST",

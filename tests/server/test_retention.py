@@ -1,10 +1,17 @@
 """Retention and legal hold on both databases: non-case footage past 6 months is purged by the sweep,
 younger footage, linked footage and held footage are kept (held until the hold is released), a dry
-run changes nothing, every purge is a custody event, and the records stay."""
+run changes nothing, every purge is a custody event, and the records stay.
+
+On S3 (FIELDPROOF_TEST_STORE=s3) the same tests run through ``S3BlobStore.purge``, and a hold also
+puts the store's own legal hold on the blobs it covers. The sweep's clock is simulated (7 months on),
+the store's is not: the world's S3 store therefore puts no retention date on its blobs
+(``s3_object_lock_days=0``; legal holds still work on the Object Lock bucket), and
+``test_sweep_leaves_blobs_the_store_still_locks`` shows what a real retention date does."""
 
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,8 +24,9 @@ from server.auth.principal import Role
 from server.custody_log.models import CustodyEvent
 from server.db import transaction, utc_now
 from server.evidence.models import Segment
-from server.evidence.store import LocalBlobStore
+from server.evidence.s3 import S3BlobStore
 from server.ingest.models import Record
+from server.retention.locks import locks_in_store
 from server.retention.models import RetentionPurge
 from server.retention.policy import add_months
 from server.retention.sweep import sweep
@@ -51,13 +59,20 @@ class World:
         self.rec2 = write_spool(tmp_path / "s2", api.fleet, "REC-0002", [Seg(), Seg()], start=SAMPLE_START)
         ingest(api, tmp_path / "s1", "REC-0001")
         ingest(api, tmp_path / "s2", "REC-0002")
-        self.store = LocalBlobStore(api.settings.store_root, api.settings.staging_dir)
+        self.store = api.store
 
     def sweep(self, now: datetime, *, dry_run: bool = False) -> Any:
         return sweep(factory=self.api.factory, store=self.store, now=now, dry_run=dry_run)
 
     def digest(self, rec: dict[str, Any]) -> str:
         return str(rec["body"]["digest"])
+
+    def store_held(self, recs: list[dict[str, Any]]) -> list[bool] | None:
+        """The store's own legal hold on each blob (None on a store without Object Lock)."""
+        if not locks_in_store(self.store):
+            return None
+        assert isinstance(self.store, S3BlobStore)
+        return [self.store.lock_state(self.digest(r)).legal_hold for r in recs]
 
     def retention_events(self) -> list[dict[str, Any]]:
         with self.api.factory() as s:
@@ -79,7 +94,7 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, database_url: str, fleet: Fleet) -> World:
-    return World(tmp_path, make_api(tmp_path, database_url, fleet))
+    return World(tmp_path, make_api(tmp_path, database_url, fleet, s3_object_lock_days=0))
 
 
 def test_sweep_purges_only_old_unlinked_unheld_footage(world: World) -> None:
@@ -105,6 +120,8 @@ def test_sweep_purges_only_old_unlinked_unheld_footage(world: World) -> None:
     hold = held.json()
     assert hold["active"]
     assert [e["kind"] for e in hold["history"]] == ["placed"]
+    assert w.store_held(w.rec2) in (None, [True, True])  # on S3: the store holds them too
+    assert w.store_held(w.rec1) in (None, [False, False, False])
     assert (
         w.inspector.post("/api/v1/legal-holds", json={"device": "REC-0002", "reason": "x"}).status_code == 403
     )
@@ -156,12 +173,14 @@ def test_sweep_purges_only_old_unlinked_unheld_footage(world: World) -> None:
 
     # Nothing more goes while the hold stands; released (with a reason), the held footage is purged.
     assert w.sweep(later).purged == []
+    assert w.store_held(w.rec2) in (None, [True, True])
     released = w.legal.post(f"/api/v1/legal-holds/{hold['id']}/release", json={"reason": "调查结束"})
     assert released.status_code == 200, released.text
     assert [e["kind"] for e in released.json()["history"]] == ["placed", "released"]
     again = w.legal.post(f"/api/v1/legal-holds/{hold['id']}/release", json={"reason": "再次"})
     assert again.status_code == 409
     assert w.custodian.get("/api/v1/legal-holds", params={"active": True}).json() == []
+    assert w.store_held(w.rec2) in (None, [False, False])  # lifted with the last hold covering them
     done = w.sweep(later)
     assert sorted(done.purged) == sorted(w.digest(r) for r in w.rec2)
     assert not any(w.store.exists(w.digest(r)) for r in w.rec2)
@@ -205,3 +224,30 @@ def test_case_hold_archive_rule_and_append_only_history(world: World) -> None:
         s.execute(text("UPDATE legal_hold_events SET note = 'x'"))
     with pytest.raises(DBAPIError), transaction(api.factory) as s:
         s.execute(text("DELETE FROM case_archive_rules"))
+
+
+@pytest.mark.skipif(
+    os.environ.get("FIELDPROOF_TEST_STORE", "local") != "s3",
+    reason="S3 Object Lock exists only on the S3 store: make test's FIELDPROOF_TEST_STORE=s3 run has it",
+)
+def test_sweep_leaves_blobs_the_store_still_locks(tmp_path: Path, database_url: str, fleet: Fleet) -> None:
+    """Retention in the store runs from commit (here 1 day), the sweep's from capture: a blob due by the
+    sweep's clock but still locked by the store's is left alone, unmarked, and reported; a store legal
+    hold that no database hold explains is reported, never lifted by the sweep."""
+    w = World(tmp_path, make_api(tmp_path, database_url, fleet, s3_object_lock_days=1))
+    assert isinstance(w.store, S3BlobStore)
+    later = add_months(utc_now(), 7)
+    non_case = [w.rec1[0], w.rec1[1], *w.rec2]
+    done = w.sweep(later)
+    assert done.purged == []
+    assert sorted(done.locked) == sorted(w.digest(r) for r in non_case)
+    assert all("store retention until" in why for why in done.locked.values())
+    assert all(w.store.exists(w.digest(r)) for r in [*w.rec1, *w.rec2])
+    assert w.retention_events() == []
+    with w.api.factory() as s:
+        assert list(s.scalars(select(RetentionPurge.digest))) == []  # nothing marked purged on paper
+    # A legal hold put on a blob in the store by someone else: reported, kept.
+    w.store.set_legal_hold(w.digest(w.rec2[0]), True)
+    assert "legal hold" in w.sweep(later).locked[w.digest(w.rec2[0])]
+    assert w.store.lock_state(w.digest(w.rec2[0])).legal_hold is True
+    w.store.set_legal_hold(w.digest(w.rec2[0]), False)

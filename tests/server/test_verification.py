@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 import stat
+import urllib.request
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,12 @@ from fastapi.testclient import TestClient
 
 from provisioning import revoke
 from server.auth.principal import Role
+from server.evidence.backend import make_blob_store
+from server.evidence.s3 import S3BlobStore
 from server.evidence.store import LocalBlobStore
 from tests.server.case_helpers import CASE_A, USCC_A, CaseApi, Seg, ingest, make_api, write_spool
 from tests.server.conftest import SAMPLE_START, Fleet
+from tests.server.seaweed import Seaweed
 
 
 @dataclass
@@ -132,7 +136,8 @@ def test_who_may_verify_a_case(world: CaseWorld) -> None:
 
 
 def _alter_blob(api: CaseApi, digest: str) -> None:
-    store = LocalBlobStore(api.settings.store_root, api.settings.staging_dir)
+    store = api.store
+    assert isinstance(store, LocalBlobStore)
     path = store.root / store.key(digest)
     os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
     data = bytearray(path.read_bytes())
@@ -140,6 +145,14 @@ def _alter_blob(api: CaseApi, digest: str) -> None:
     path.write_bytes(bytes(data))
 
 
+ON_S3 = os.environ.get("FIELDPROOF_TEST_STORE", "local") == "s3"
+
+
+@pytest.mark.skipif(
+    ON_S3,
+    reason="local store only: alters a blob file in place on disk; on S3 Object Lock refuses that "
+    "through the API, and test_blob_replaced_behind_the_s3_api_is_red does it behind the API",
+)
 def test_blob_altered_in_the_store_is_red(world: CaseWorld) -> None:
     w = world
     altered = w.recs[1]
@@ -173,3 +186,51 @@ def test_revoked_device_later_segments_are_red(tmp_path: Path, database_url: str
     ]
     codes = {f["code"] for f in body["devices"][device]["findings"]}
     assert codes == {"signed-after-revocation"}
+
+
+def replace_behind_s3_api(w: CaseWorld, rec: dict[str, Any], seaweed: Seaweed) -> None:
+    """Delete the blob's COMPLIANCE-locked version through SeaweedFS's filer port (which bypasses Object
+    Lock), then lock a forgery (one bit flipped) under its key through the S3 API."""
+    store = w.api.store
+    assert isinstance(store, S3BlobStore)
+    digest = rec["body"]["digest"]
+    state = store.lock_state(digest)
+    assert state.lock_mode == "COMPLIANCE"
+    version_file = f"/buckets/{store.bucket}/{store.object_key(digest)}.versions/v_{state.version_id}"
+    req = urllib.request.Request(f"http://127.0.0.1:{seaweed.ports['filer']}{version_file}", method="DELETE")
+    with urllib.request.urlopen(req, timeout=10) as answer:  # noqa: S310 - our own loopback filer
+        assert answer.status == 204
+    forged = bytearray((w.spool / "media" / rec["body"]["file"]).read_bytes())
+    forged[len(forged) // 2] ^= 0x01
+    store.client.put_object(
+        Bucket=store.bucket,
+        Key=store.object_key(digest),
+        Body=bytes(forged),
+        ObjectLockMode="COMPLIANCE",
+        ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=1),
+    )
+
+
+@pytest.mark.skipif(not ON_S3, reason="S3 store only (FIELDPROOF_TEST_STORE=s3): uses SeaweedFS's filer")
+def test_blob_replaced_behind_the_s3_api_is_red(world: CaseWorld, evidence_s3: Seaweed | None) -> None:
+    """The hole docs/object-store.md names: SeaweedFS's filer port deletes a COMPLIANCE-locked version,
+    and a forgery is then locked under the key through the S3 API. Verification hashes what the store
+    serves now: the sealed blob is gone and the forgery is never taken for it — red, file missing."""
+    w = world
+    assert evidence_s3 is not None
+    altered = w.recs[1]
+    assert w.verification(w.custodian).json()["all_sound"] is True  # the API's store has answered for it
+    replace_behind_s3_api(w, altered, evidence_s3)
+    body = w.verification(w.custodian).json()
+    assert body["all_sound"] is False
+    assert body["summary"] == {"green": 2, "amber": 0, "red": 1}
+    bad = {s["seq"]: s for s in body["segments"]}[altered["seq"]]
+    assert bad["status"] == "red"
+    assert bad["reasons"] == ["missing"]
+    assert [f["code"] for f in bad["findings"]] == ["missing-file"]
+    # A fresh server process (no memory of the sealed version) finds the forgery and says so.
+    w.api.app.state.blob_store = make_blob_store(w.api.settings)
+    body = w.verification(w.custodian).json()
+    bad = {s["seq"]: s for s in body["segments"]}[altered["seq"]]
+    assert (bad["status"], bad["reasons"]) == ("red", ["missing"])
+    assert any("tampered" in n and "tampering" in n for n in body["devices"][w.device]["notes"])

@@ -122,6 +122,19 @@ def web_rows(expect: Expect, evidence: Expect) -> list[WebRow]:
             expect(403, admin=303, **signed_in),
         ),
         (
+            "POST",
+            "/fleet/assign",
+            _post(
+                "/fleet/assign",
+                lambda w: {
+                    "recorder": f"REC-W{next(_SERIAL):03d}{os.getpid() % 1000:03d}",
+                    "officer_id": w.officer_id,
+                    "valid_from": "2026-01-01",
+                },
+            ),
+            expect(403, admin=303, **signed_in),
+        ),
+        (
             "GET",
             "/fleet/{device}/bundle",
             _get("/fleet/REC-0002/bundle"),

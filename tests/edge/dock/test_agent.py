@@ -44,8 +44,9 @@ def test_two_recorders_docked_at_once_are_synced_clocked_and_freed(
     runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
     runner.start()
     try:
-        s1 = fleet.make_spool(mount / "sdb1", "REC-0001", segments=4, size=120_000)
-        s2 = fleet.make_spool(mount / "sdc1", "REC-0002", segments=3, size=90_000)
+        # A spool appears whole, as a mount does (the agent polls the mount directory while it is written).
+        s1 = _appear(fleet.make_spool(tmp_path / "new" / "sdb1", "REC-0001", segments=4, size=120_000), mount)
+        s2 = _appear(fleet.make_spool(tmp_path / "new" / "sdc1", "REC-0002", segments=3, size=90_000), mount)
         d1 = dock_recorder(s1, "REC-0001", "acm0")
         d2 = dock_recorder(s2, "REC-0002", "acm1")
         wait_for("REC-0001 settled", settled(cfg.outbox.path, "REC-0001", s1), timeout=30)
@@ -228,3 +229,11 @@ def test_sync_once_killed_9_mid_sync_resumes_from_its_outbox(
         assert all(
             responder.record_msgs[("REC-0003", s)] == sent_before[("REC-0003", s)] for s in done_before
         )
+
+
+def _appear(spool: Path, mount: Path) -> Path:
+    """Move a finished spool into the mount directory in one rename (same filesystem)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    target = mount / spool.name
+    os.replace(spool, target)
+    return target
