@@ -7,6 +7,7 @@ module reads the environment by itself.
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Final, Literal
 
@@ -144,10 +145,11 @@ class ServerSettings(BaseSettings):
                 ) from None
             if not path.is_dir():
                 raise SettingsError(f"{what} {path} is not a directory")
-            probe = path / ".write-probe"
             try:
-                probe.write_bytes(b"")
-                probe.unlink()
+                # A name of its own: several workers on one host share the data directory and start at
+                # once (a fixed probe name raced: one unlinked the other's, which then failed).
+                with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+                    pass
             except OSError as exc:
                 raise SettingsError(f"{what} {path} is not writable ({exc.strerror})") from None
 

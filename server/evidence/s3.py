@@ -373,10 +373,21 @@ class S3BlobStore(BlobStore):
             if have < size:
                 raise IncompleteError(f"{digest}: {have} of {size} bytes received")
             pieces = self._staged_bytes(digest, parts, size)
-        if size <= self.part_size:
-            self._put_whole(digest, h, size, pieces)
-        else:
-            self._put_multipart(digest, h, size, pieces)
+        try:
+            if size <= self.part_size:
+                self._put_whole(digest, h, size, pieces)
+            else:
+                self._put_multipart(digest, h, size, pieces)
+        except StoreError:
+            # Another worker may have committed the blob meanwhile and discarded the staged chunks
+            # this one was reading back (NoSuchKey): then the blob is there, and it is sealed here
+            # after hashing it, like any blob found under its key. Otherwise the failure stands.
+            version = self._version(digest)
+            sealed = self._seal(digest, version) if version is not None else None
+            if sealed is None:
+                raise
+            self.discard_staging(digest)
+            return sealed.size
         version = self._version(digest)
         if version is None:
             raise StoreError(f"the S3 store lost {digest} right after storing it; commit it again")
@@ -531,13 +542,21 @@ class S3BlobStore(BlobStore):
             return None
         if self.lock_days and not self._is_sealed(version):
             until = datetime.now(UTC) + timedelta(days=self.lock_days)
-            self._call(
-                "put a blob under retention",
-                self.client.put_object_retention,
-                Key=self.object_key(digest),
-                VersionId=version.version_id,
-                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
-            )
+            try:
+                self._call(
+                    "put a blob under retention",
+                    self.client.put_object_retention,
+                    Key=self.object_key(digest),
+                    VersionId=version.version_id,
+                    Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
+                )
+            except S3RefusedError as exc:
+                # Two workers sealing the same version: the other's retention landed first with a
+                # later date, and a shorter one is refused. Sealed either way; anything else stands.
+                if exc.code not in {"AccessDenied", "403"}:
+                    raise
+                if not self._is_sealed(self._head(digest, version.version_id)):
+                    raise
             version = self._head(digest, version.version_id)
             if not self._is_sealed(version):
                 raise StoreError(

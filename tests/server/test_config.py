@@ -61,3 +61,22 @@ def test_commands(
     monkeypatch.setenv("FIELDPROOF_DATABASE_URL", "postgres://nope")
     assert main(["migrate"]) == 2
     assert "not supported" in capsys.readouterr().err
+
+
+def test_workers_starting_at_once_on_one_data_dir_all_pass_the_write_check(tmp_path: Path) -> None:
+    """N ingest workers on one host share FIELDPROOF_DATA_DIR and start together (deploy/systemd):
+    the write check must not trip over another process's probe (it used one fixed file name)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(8) as pool:
+        results = pool.map(_check_writable, [str(tmp_path / "shared")] * 400)
+    assert results == ["ok"] * 400
+
+
+def _check_writable(data_dir: str) -> str:
+    try:
+        ServerSettings(data_dir=Path(data_dir)).check_data_dir()
+    except SettingsError as exc:
+        return str(exc)
+    return "ok"

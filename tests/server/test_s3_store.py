@@ -250,6 +250,55 @@ def test_contract_two_workers_commit_the_same_blob(backend: Callable[[], BlobSto
         assert len([v for v in _versions(first, "blobs/") if "Size" in v]) == 1  # one version, no marker
 
 
+def test_a_commit_whose_staging_another_worker_committed_and_discarded_returns_the_blob(
+    seaweed: Seaweed, prefix: str
+) -> None:
+    """Worker A reads the staged chunks back to upload them; meanwhile worker B commits the blob and
+    discards the staging. A's next read finds no key: A seals the blob B stored instead of failing
+    (met with 2 workers in bench/load_bench.py --store s3 as a false ``error`` custody event)."""
+    a = S3BlobStore(seaweed.client(), BUCKET, prefix=prefix, lock_days=1, part_size=MIN_PART_SIZE)
+    b = S3BlobStore(seaweed.client(), BUCKET, prefix=prefix, lock_days=1, part_size=MIN_PART_SIZE)
+    data = os.urandom(3 * 400_000)
+    d = _digest(data)
+    a.begin(d, len(data))
+    for off in range(0, len(data), 400_000):
+        a.write_at(d, off, data[off : off + 400_000])
+    staged = a._staged_bytes
+
+    def racing(digest: str, parts: list[tuple[int, int]], size: int) -> Iterator[bytes]:
+        chunks = staged(digest, parts, size)
+        yield next(chunks)  # the first chunk read back, then B commits and discards the staging
+        assert b.commit(d) == len(data)
+        yield from chunks
+
+    a._staged_bytes = racing  # type: ignore[method-assign]
+    assert a.commit(d) == len(data)
+    assert _read(a, d) == data
+    assert len([v for v in _versions(a, "blobs/") if "Size" in v]) == 1  # one version: B's
+
+
+def test_two_workers_sealing_one_version_both_succeed(seaweed: Seaweed, prefix: str) -> None:
+    """The second worker to put retention on a version asks for an earlier date than the first one
+    set (its clock was read first): S3 refuses shortening (AccessDenied), and the version is sealed
+    anyway — met in bench/load_bench.py --store s3 with a worker killed mid-run."""
+    a = S3BlobStore(seaweed.client(), BUCKET, prefix=prefix, lock_days=1, part_size=MIN_PART_SIZE)
+    b = S3BlobStore(seaweed.client(), BUCKET, prefix=prefix, lock_days=2, part_size=MIN_PART_SIZE)
+    data = os.urandom(300_000)
+    d = _digest(data)
+    b.begin(d, len(data))
+    b.write_at(d, 0, data)
+    version = b._version(d)
+    assert version is None
+    a.begin(d, len(data))
+    a._put_whole(d, d.removeprefix("sha256:"), len(data), iter([data]))
+    version = a._version(d)
+    assert version is not None
+    assert b._seal(d, version) is not None  # B seals first: two days
+    assert a._seal(d, version) is not None  # A asks for one day: refused as shorter, sealed anyway
+    assert a.commit(d) == len(data)
+    assert _read(a, d) == data
+
+
 def test_contract_open_seeks_and_reads_ranges(backend: Callable[[], BlobStore]) -> None:
     store = backend()
     data = os.urandom(3_000_000)
