@@ -277,6 +277,29 @@ def test_a_commit_whose_staging_another_worker_committed_and_discarded_returns_t
     assert len([v for v in _versions(a, "blobs/") if "Size" in v]) == 1  # one version: B's
 
 
+def test_a_commit_that_finds_the_staging_already_discarded_returns_the_blob(
+    seaweed: Seaweed, prefix: str
+) -> None:
+    """As above, one step earlier: B commits and discards the staging after A looked for the blob and
+    before A lists the staged chunks — A sees 0 bytes received, and must still answer with B's blob."""
+    a = S3BlobStore(seaweed.client(), BUCKET, prefix=prefix, lock_days=1, part_size=MIN_PART_SIZE)
+    b = S3BlobStore(seaweed.client(), BUCKET, prefix=prefix, lock_days=1, part_size=MIN_PART_SIZE)
+    data = os.urandom(2 * 400_000)
+    d = _digest(data)
+    a.begin(d, len(data))
+    for off in range(0, len(data), 400_000):
+        a.write_at(d, off, data[off : off + 400_000])
+    parts = a._parts
+
+    def late(digest: str) -> list[tuple[int, int]]:
+        assert b.commit(d) == len(data)
+        return parts(digest)
+
+    a._parts = late  # type: ignore[method-assign]
+    assert a.commit(d) == len(data)
+    assert _read(a, d) == data
+
+
 def test_two_workers_sealing_one_version_both_succeed(seaweed: Seaweed, prefix: str) -> None:
     """The second worker to put retention on a version asks for an earlier date than the first one
     set (its clock was read first): S3 refuses shortening (AccessDenied), and the version is sealed
