@@ -171,6 +171,13 @@ def _load_json(root: Path, rel: str, out: list[BundleFinding]) -> Any:
         return None
 
 
+def _is_ca_cert(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def _chains_to_root(cert: x509.Certificate, trust: TrustStore) -> bool:
     for ca in trust.trusted_cas:
         try:
@@ -281,6 +288,14 @@ def verify_bundle(path: Path, *, ca: Sequence[Path], workers: int | None = None)
         trust = TrustStore.from_paths(ca=ca, crl=crl, certs=extra)
         certs = [c for p in extra for c in load_certificates(p)]
         trust.signing_keys([])  # resolve the CRL now
+        for c in certs:
+            # Every CA certificate the bag carries (the chain, a copy of the root) must be one that
+            # chains to the given root: a damaged copy the verifier would not otherwise need is still
+            # damaged evidence.
+            if _is_ca_cert(c) and c not in trust.trusted_cas:
+                raise TrustError(
+                    f"the CA certificate {c.subject.rfc4514_string()} does not chain to the given root"
+                )
     except TrustError as exc:
         findings.append(
             BundleFinding("untrusted-certificates", f"the bag's certificates or CRL: {exc}", "data/certs")

@@ -57,8 +57,12 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
             raise TrustError(f"cannot read certificate file {f}: {exc.strerror}") from exc
         if b"-----BEGIN CERTIFICATE-----" not in data:
             continue  # keys, CSRs and other PEM objects live beside certificates in bundles
+        blocks = data.count(b"-----BEGIN CERTIFICATE-----")
         try:
             found = x509.load_pem_x509_certificates(data)
+            if len(found) != blocks or data.count(b"-----END CERTIFICATE-----") != blocks:
+                # A damaged BEGIN/END line makes the parser pass a block over: not a readable file.
+                raise ValueError(f"{blocks} certificate blocks, {len(found)} readable")
             for cert in found:
                 # The parser is lazy: a damaged name, extension or key only fails when first read.
                 # Read them all here, so a bad byte is this error and not a crash later on.

@@ -65,7 +65,12 @@ def make_dir(path: Path, *, mode: int = PRIVATE_DIR) -> None:
         missing.append(p)
         p = p.parent
     for d in reversed(missing):
-        d.mkdir(mode=mode)
+        try:
+            d.mkdir(mode=mode)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue  # another process (a second worker starting) made it first: theirs to chmod
         os.chmod(d, mode)  # mkdir's mode is narrowed by the umask
         fsync_dir(d.parent)
 
