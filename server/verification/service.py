@@ -26,10 +26,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from custody.canonical import parse
+from custody.errors import CustodyError
 from custody.findings import FindingCode, Severity
 from custody.trust import TrustStore, load_certificates
 from custody.verify import ChainReport, ChainVerifier
+from server.auth.principal import Principal
+from server.cases import policy, retrieval
 from server.cases.footage import Footage
+from server.cases.footage import of_case as footage_of_case
+from server.cases.models import Case
+from server.cases.service import find_case
+from server.config import ServerSettings
 from server.devices.models import SigningCertificate
 from server.errors import BlobNotFoundError, SettingsError, StoreError
 from server.evidence.s3 import S3RefusedError, TamperedBlobError
@@ -321,6 +328,55 @@ def verify_case_footage(
     return CaseVerification(
         case_number=case_number, segments=segment_verdicts(footage, reports), reports=reports
     )
+
+
+class VerifierUnavailableError(Exception):
+    """The verifier cannot run (CA directory, store): ``cause`` says why. The reader was allowed."""
+
+    def __init__(self, cause: CustodyError | SettingsError | StoreError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def read_case_verification(
+    session: Session,
+    *,
+    principal: Principal,
+    number: str,
+    settings: ServerSettings,
+    store: BlobStore,
+    reason: str | None = None,
+) -> tuple[Case, CaseVerification]:
+    """A case's verification as this reader may see it — the case file's access rules, the verifier
+    over the footage they may read, and one ``viewed`` event (target ``case-verification``) — for the
+    API and the custody page alike. The caller commits. Raises the case domain's errors, and
+    VerifierUnavailableError when the verifier cannot run."""
+    case = find_case(session, number=number)
+    scope = policy.ensure_reads_case(session, principal, case)
+    grant = policy.unlock(session, principal, restriction=case.restriction, targets=[("case", case.number)])
+    shown = footage_of_case(session, scope=scope, case_number=case.number)
+    try:
+        result = verify_case_footage(
+            session,
+            ca_dir=settings.ca_dir,
+            store=store,
+            case_number=case.number,
+            footage=shown,
+            scratch=settings.data_dir,
+        )
+    except (CustodyError, SettingsError, StoreError) as exc:
+        raise VerifierUnavailableError(exc) from None
+    retrieval.record_access(
+        session,
+        principal=principal,
+        kind="viewed",
+        target_kind="case-verification",
+        target_id=case.number,
+        grants=[grant],
+        reason=reason,
+        detail={"segments": [f"{s.device}:{s.seq}" for s in shown][:1000], "result": result.summary()},
+    )
+    return case, result
 
 
 def render_case_text(v: CaseVerification) -> str:

@@ -19,8 +19,7 @@ from custody.report import render_text
 from server.api.deps import SessionDep
 from server.auth.deps import AUTH_RESPONSES, ErrorOut, PrincipalDep
 from server.auth.principal import Role
-from server.cases import footage, policy, retrieval
-from server.cases.service import find_case
+from server.cases import retrieval
 from server.cases.views_common import answers
 from server.errors import SettingsError, StoreError
 from server.evidence.store import BlobStore
@@ -68,34 +67,18 @@ def case_verification(
     reason: Reason = None,
 ) -> Response:
     """Each segment of the case green, amber or red with its reasons, and each device's chain report."""
-    with answers():
-        case = find_case(session, number=number)
-        scope = policy.ensure_reads_case(session, principal, case)
-        grant = policy.unlock(
-            session, principal, restriction=case.restriction, targets=[("case", case.number)]
-        )
-        shown = footage.of_case(session, scope=scope, case_number=case.number)
     try:
-        result = service.verify_case_footage(
-            session,
-            ca_dir=request.app.state.settings.ca_dir,
-            store=_store(request),
-            case_number=case.number,
-            footage=shown,
-            scratch=request.app.state.settings.data_dir,
-        )
-    except (CustodyError, SettingsError, StoreError) as exc:
-        raise _cannot_run(exc) from None
-    retrieval.record_access(
-        session,
-        principal=principal,
-        kind="viewed",
-        target_kind="case-verification",
-        target_id=case.number,
-        grants=[grant],
-        reason=reason,
-        detail={"segments": [f"{s.device}:{s.seq}" for s in shown][:1000], "result": result.summary()},
-    )
+        with answers():
+            _case, result = service.read_case_verification(
+                session,
+                principal=principal,
+                number=number,
+                settings=request.app.state.settings,
+                store=_store(request),
+                reason=reason,
+            )
+    except service.VerifierUnavailableError as exc:
+        raise _cannot_run(exc.cause) from None
     session.commit()
     if format == "text":
         return PlainTextResponse(service.render_case_text(result))

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from custody.errors import CustodyError
 from server.api.deps import SessionDep
 from server.auth.principal import Principal, Role
-from server.cases import footage, policy, retrieval, service
+from server.cases import policy, retrieval, service
 from server.cases.service import find_case
 from server.custody_log import service as log
 from server.custody_log.errors import NotInLogError
@@ -66,33 +66,17 @@ def case_custody(
     request: Request, session: SessionDep, principal: PagePrincipal, number: CaseNumber
 ) -> Response:
     """A case's chain of custody, segment by segment (``GET …/verification``: same readers, same event)."""
-    with pages():
-        case = find_case(session, number=number)
-        scope = policy.ensure_reads_case(session, principal, case)
-        grant = policy.unlock(
-            session, principal, restriction=case.restriction, targets=[("case", case.number)]
-        )
-        shown = footage.of_case(session, scope=scope, case_number=case.number)
     try:
-        result = verification.verify_case_footage(
-            session,
-            ca_dir=request.app.state.settings.ca_dir,
-            store=_store(request),
-            case_number=case.number,
-            footage=shown,
-            scratch=request.app.state.settings.data_dir,
-        )
-    except (CustodyError, SettingsError, StoreError) as exc:
-        raise _cannot_run(exc) from None
-    retrieval.record_access(
-        session,
-        principal=principal,
-        kind="viewed",
-        target_kind="case-verification",
-        target_id=case.number,
-        grants=[grant],
-        detail={"segments": [f"{s.device}:{s.seq}" for s in shown][:1000], "result": result.summary()},
-    )
+        with pages():
+            case, result = verification.read_case_verification(
+                session,
+                principal=principal,
+                number=number,
+                settings=request.app.state.settings,
+                store=_store(request),
+            )
+    except verification.VerifierUnavailableError as exc:
+        raise _cannot_run(exc.cause) from None
     session.commit()
     return render(
         request,
