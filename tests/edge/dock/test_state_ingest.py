@@ -59,6 +59,13 @@ def test_a_docked_recorders_spool_use_reaches_the_table_and_the_fleet_page(
     assert row.spool_used_bytes is not None
     assert 0 <= row.spool_used_bytes <= answer_total
     engine = make_engine(ingest.db_url)
+
+    def said_goodbye() -> bool:  # the offline state travels dock → broker → worker after the stop
+        with session_factory(engine)() as s:
+            state = s.get(DockState, "DOCK-01")
+            return state is not None and state.online is False
+
+    wait_for("the dock's goodbye stored", said_goodbye, 15)
     with session_factory(engine)() as s:
         state = s.get(DockState, "DOCK-01")
         assert state is not None
