@@ -48,7 +48,7 @@ from server.errors import (
     NotStagedError,
     StoreError,
 )
-from server.evidence.store import BlobStore, blob_hex
+from server.evidence.store import BlobStore, blob_hex, uncovered_ranges
 
 if TYPE_CHECKING:
     from server.config import ServerSettings
@@ -260,7 +260,7 @@ class S3BlobStore(BlobStore):
         covered = list(staged)
         todo: list[tuple[int, memoryview]] = []
         for offset, data in sorted(chunks, key=lambda c: c[0]):
-            for start, end in _gaps(offset, offset + len(data), covered):
+            for start, end in uncovered_ranges(offset, offset + len(data), covered):
                 todo.append((start, memoryview(data)[start - offset : end - offset]))
                 covered = sorted([*covered, (start, end - start)])
         # Adjacent pieces of one batch go into one object: fewer requests, fewer objects to list.
@@ -859,25 +859,6 @@ def make_client(
             max_pool_connections=max_connections,
         ),
     )
-
-
-def _gaps(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The parts of [start, end) that no (offset, length) of ``covered`` (sorted) holds."""
-    out = []
-    pos = start
-    for offset, length in covered:
-        if offset + length <= pos:
-            continue
-        if offset >= end:
-            break
-        if offset > pos:
-            out.append((pos, offset))
-        pos = max(pos, offset + length)
-        if pos >= end:
-            break
-    if pos < end:
-        out.append((pos, end))
-    return out
 
 
 def _held_bytes(chunks: list[tuple[int, bytes]], size: int) -> Iterator[bytes]:

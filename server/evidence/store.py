@@ -300,7 +300,7 @@ class LocalBlobStore(BlobStore):
             covered = sorted([*marked, *unflushed])
             todo: list[tuple[int, memoryview]] = []
             for offset, data in sorted(chunks, key=lambda c: c[0]):
-                for start, end in _uncovered(offset, offset + len(data), covered):
+                for start, end in uncovered_ranges(offset, offset + len(data), covered):
                     todo.append((start, memoryview(data)[start - offset : end - offset]))
                     covered = sorted([*covered, (start, end - start)])
             written = [(o, len(v)) for o, v in todo]
@@ -430,7 +430,7 @@ class LocalBlobStore(BlobStore):
             raise BlobNotFoundError(f"no stored blob {digest}") from None
 
 
-def _uncovered(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def uncovered_ranges(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The parts of [start, end) that no (offset, length) of ``covered`` (sorted by offset) holds."""
     out = []
     pos = start
