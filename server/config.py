@@ -101,7 +101,9 @@ class ServerSettings(BaseSettings):
     @model_validator(mode="after")
     def _s3(self) -> ServerSettings:
         if self.store_backend == "s3" and not self.s3_bucket:
-            raise ValueError("store_backend s3 needs FIELDPROOF_S3_BUCKET (and usually FIELDPROOF_S3_ENDPOINT)")
+            raise ValueError(
+                "store_backend s3 needs FIELDPROOF_S3_BUCKET (and usually FIELDPROOF_S3_ENDPOINT)"
+            )
         if self.s3_prefix and (self.s3_prefix.startswith("/") or not self.s3_prefix.endswith("/")):
             raise ValueError("s3_prefix must be empty or end with '/' and not start with it, e.g. bureau-a/")
         return self

@@ -117,7 +117,8 @@ def insert_ignore(session: Session, model: type[Base], values: dict[str, Any], *
     """INSERT … ON CONFLICT (keys) DO NOTHING; True when a row was inserted."""
     table = model.__table__
     ins = pg_insert(table) if session.get_bind().dialect.name == "postgresql" else sqlite_insert(table)
-    result = session.execute(ins.values(**values).on_conflict_do_nothing(index_elements=list(keys)))
+    # The values as parameters, not baked into the statement: one cached statement for every call.
+    result = session.execute(ins.on_conflict_do_nothing(index_elements=list(keys)), values)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -15,7 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, Select, and_, cast, exists, false, func, or_, select, true, union
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    and_,
+    cast,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    union,
+)
 from sqlalchemy.orm import Session, aliased
 
 from custody.timefmt import utc_timestamp
@@ -30,25 +44,34 @@ M_PER_DEGREE = 6_371_008.8 * math.pi / 180
 MAX_RADIUS_M = 100_000
 
 
+#: Statements with their values as parameters: compiled and cached once, not per segment.
+_INSERT_FACTS = insert(SegmentFacts.__table__)
+_INSERT_FIX = insert(SegmentFix.__table__)
+
+
 def index_segment(*, session: Session, segment_id: int, body: dict[str, Any]) -> None:
-    """Index a segment's capture facts for search (called by ingest when it files the segment)."""
+    """Index a segment's capture facts for search (called by ingest when it files the segment).
+    Plain INSERTs, as the segment's own row: ingest's busiest thread runs this once per segment."""
     location = body["location"]
-    session.add(
-        SegmentFacts(
-            segment_id=segment_id,
-            container=body["media"]["container"],
-            duration_ms=body["media"]["duration_ms"],
-            matter=body["matter"],
-            scene=body["scene"],
+    session.execute(
+        _INSERT_FACTS,
+        {
+            "segment_id": segment_id,
+            "container": body["media"]["container"],
+            "duration_ms": body["media"]["duration_ms"],
+            "matter": body["matter"],
+            "scene": body["scene"],
             # PostgreSQL text cannot hold NUL; the signed line in ``records`` keeps the exact value.
-            proof=body["proof"].replace("\x00", ""),
-            fix=bool(location["fix"]),
-        )
+            "proof": body["proof"].replace("\x00", ""),
+            "fix": bool(location["fix"]),
+        },
     )
-    for n, fix in enumerate(location["fixes"] if location["fix"] else []):
-        session.add(
-            SegmentFix(segment_id=segment_id, n=n, t=fix["t"], lat_e7=fix["lat_e7"], lon_e7=fix["lon_e7"])
-        )
+    fixes = [
+        {"segment_id": segment_id, "n": n, "t": fix["t"], "lat_e7": fix["lat_e7"], "lon_e7": fix["lon_e7"]}
+        for n, fix in enumerate(location["fixes"] if location["fix"] else [])
+    ]
+    if fixes:
+        session.execute(_INSERT_FIX, fixes)
 
 
 def _latest(value: Any, sets: Any, seg: Any = Segment) -> Any:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from server.custody_log.errors import NotInLogError, NotSequencedError
@@ -22,6 +22,10 @@ from server.db import utc_now
 
 #: Detail texts are kept whole up to this size; a payload's excerpt is much shorter (see ingest).
 MAX_DETAIL = 512 * 1024
+
+
+#: One statement, its values given as parameters: compiled and cached once.
+_INSERT_EVENT = insert(CustodyEvent.__table__).returning(CustodyEvent.__table__.c.id)
 
 
 def _clip(text: str | None, n: int) -> str | None:
@@ -42,25 +46,30 @@ def log_event(
     dock: str | None = None,
     time: datetime | None = None,
 ) -> CustodyEvent:
-    """Append one custody event to the session's transaction (committed with it, queued for the log)."""
+    """Append one custody event to the session's transaction (committed with it, queued for the log).
+
+    A plain INSERT … RETURNING id at once, in call order (the ids are the events' order), instead of an
+    ORM object flushed later: ingest writes two to four events per record, and the unit of work's
+    flush before each record's savepoint cost more than the rows. The returned event is not attached
+    to the session; it carries the id and the values written."""
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str)
     if len(text) > MAX_DETAIL:
         text = json.dumps({"truncated": True, "head": text[:MAX_DETAIL]}, ensure_ascii=False)
-    event = CustodyEvent(
-        time=time or utc_now(),
-        kind=kind,
-        code=code,
+    values = {
+        "time": time or utc_now(),
+        "kind": kind,
+        "code": code,
         # Rejected messages may name anything: clip what does not fit instead of failing to log it.
-        device=_clip(device, 64),
-        seq=seq,
-        record_hash=_clip(record_hash, 71),
-        digest=_clip(digest, 71),
-        dock=_clip(dock, 64),
-        actor=actor[:64],
-        detail=text,
-    )
-    session.add(event)
-    return event
+        "device": _clip(device, 64),
+        "seq": seq,
+        "record_hash": _clip(record_hash, 71),
+        "digest": _clip(digest, 71),
+        "dock": _clip(dock, 64),
+        "actor": actor[:64],
+        "detail": text,
+    }
+    event_id = session.execute(_INSERT_EVENT, values).scalar_one()
+    return CustodyEvent(id=event_id, **values)
 
 
 def events_for(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from server.cases.footage import index_segment
@@ -25,56 +25,74 @@ class FileConflictError(ServerError):
     """A record names a file digest the server already holds with a different size."""
 
 
-def announce_file(*, session: Session, digest: str, size: int, now: datetime) -> EvidenceFile:
-    """The file row for ``digest`` (created pending); FileConflictError if it is held with another size."""
+def announce_file(*, session: Session, digest: str, size: int, now: datetime) -> str:
+    """The file row for ``digest`` (created pending); its status. FileConflictError if it is held with
+    another size."""
     insert_ignore(
         session,
         EvidenceFile,
         {"digest": digest, "size": size, "status": "pending", "announced_at": now},
         "digest",
     )
-    file = session.scalars(
-        select(EvidenceFile).where(EvidenceFile.digest == digest).execution_options(populate_existing=True)
-    ).one()
-    if file.size != size:
-        raise FileConflictError(f"the server holds {digest} with {file.size} bytes, the record says {size}")
-    return file
+    files = EvidenceFile.__table__.c
+    held_size, status = session.execute(select(files.size, files.status).where(files.digest == digest)).one()
+    if held_size != size:
+        raise FileConflictError(f"the server holds {digest} with {held_size} bytes, the record says {size}")
+    return str(status)
 
 
-def add_segment(*, session: Session, record: Record, body: dict[str, Any]) -> Segment:
-    """The segment row of a segment/recovered record, with annotations the device already made applied."""
-    segment = Segment(
-        record_id=record.id,
-        device=record.device,
-        seq=record.seq,
-        digest=body["digest"],
-        kind=record.kind,
-        recording=body["recording"],
-        index=body["index"],
-        file_name=body["file"],
-        start=body["start"],
-        end=body["end"],
-        officer=body["officer"],
-        case_number=body["case"],
-        subject=body["subject"],
-    )
-    session.add(segment)
-    session.flush()
-    index_segment(session=session, segment_id=segment.id, body=body)  # for search by place, matter, proof
+#: One statement, its values given as parameters: compiled and cached once, not per segment.
+_INSERT_SEGMENT = insert(Segment.__table__).returning(Segment.__table__.c.id)
+_records = Record.__table__.c
+#: A device's annotations after a seq (on the table's columns: no autoflush of the batch's events).
+_LATER_ANNOTATIONS = select(_records.seq, _records.line).where(
+    _records.device == bindparam("device"), _records.kind == "annotation", _records.seq > bindparam("seq")
+)
+
+
+@dataclass(frozen=True)
+class HeldRecord:
+    """What filing a record's segment or annotation needs of the record row just inserted."""
+
+    id: int
+    device: str
+    seq: int
+    hash: str
+    kind: str
+
+
+def add_segment(*, session: Session, record: HeldRecord, body: dict[str, Any]) -> int:
+    """The segment row of a segment/recovered record (its id), with annotations the device already made
+    applied. Plain INSERTs: this runs once per segment on the ingest's busiest thread."""
+    values: dict[str, Any] = {
+        "record_id": record.id,
+        "device": record.device,
+        "seq": record.seq,
+        "digest": body["digest"],
+        "kind": record.kind,
+        "recording": body["recording"],
+        "index": body["index"],
+        "file_name": body["file"],
+        "start": body["start"],
+        "end": body["end"],
+        "officer": body["officer"],
+        "case_number": body["case"],
+        "subject": body["subject"],
+    }
+    segment_id = session.execute(_INSERT_SEGMENT, values).scalar_one()
+    index_segment(session=session, segment_id=segment_id, body=body)  # for search by place, matter, proof
     # An annotation normally comes after its target; if it arrived first, apply it now.
-    later = session.execute(
-        select(Record.seq, Record.line).where(
-            Record.device == record.device, Record.kind == "annotation", Record.seq > record.seq
-        )
-    )
-    for ann_seq, line in later:
-        ann = json.loads(line)["record"]["body"]
-        if any(_names(t, record) for t in ann["targets"]):
-            _apply(segment, ann_seq, ann["set"])
-    return segment
+    later = session.execute(_LATER_ANNOTATIONS, {"device": record.device, "seq": record.seq}).all()
+    if later:
+        segment = session.get_one(Segment, segment_id)
+        for ann_seq, line in later:
+            ann = json.loads(line)["record"]["body"]
+            if any(_names(t, record) for t in ann["targets"]):
+                _apply(segment, ann_seq, ann["set"])
+    return segment_id
 
 
-def _names(target: dict[str, Any], record: Record) -> bool:
+def _names(target: dict[str, Any], record: HeldRecord) -> bool:
     return (target["device"], target["seq"], target["hash"]) == (record.device, record.seq, record.hash)
 
 
@@ -89,7 +107,7 @@ def _apply(segment: Segment, ann_seq: int, values: dict[str, Any]) -> bool:
 
 
 def apply_annotation(
-    *, session: Session, annotation: Record, body: dict[str, Any], actor: str
+    *, session: Session, annotation: HeldRecord, body: dict[str, Any], actor: str
 ) -> list[Segment]:
     """Apply an annotation to the held segments it names (same device only: a device annotates its
     own footage; annotations across devices come with server-side signing, later)."""

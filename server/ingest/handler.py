@@ -479,7 +479,8 @@ class IngestHandler:
         outcomes: dict[int, Acceptance | ChainRejectionError | None] = {}
         if prepared:
             with self._transaction() as s:
-                touched = self._see_devices_in_order(s, prepared)
+                touched_rows = self._see_devices_in_order(s, prepared)
+                touched = set(touched_rows)
                 for p in prepared:
                     incoming = p.incoming
                     if touched & {incoming.facts.device, p.dock}:
@@ -496,6 +497,9 @@ class IngestHandler:
                         outcomes[id(p)] = acc
                         if acc.new:
                             touched |= {incoming.facts.device, p.dock}
+            # Committed: these rows were touched now, so the next second's batches need not touch them
+            # (``_accepted`` does not note them: they were in the records' ``seen_recently``).
+            self._note_seen(*touched_rows)
         out: list[Outgoing] = []
         for r in results:
             if not isinstance(r, _Prepared):
