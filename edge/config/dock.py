@@ -78,7 +78,9 @@ class MqttConfig(_Config):
 
     brokers: tuple[StrictStr, ...] = Field(min_length=1)
     topic_prefix: StrictStr = Field(default="fieldproof/v1", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
-    keepalive_s: StrictInt = Field(default=60, ge=5, le=3600)
+    # While nothing is outstanding, a hung broker is noticed only by keepalive (about 2 × this); it also
+    # sets how soon the broker publishes the dock's "offline" will when the dock vanishes (1.5 ×).
+    keepalive_s: StrictInt = Field(default=30, ge=5, le=3600)
     tls: MqttTlsConfig | None = None
 
     @field_validator("brokers")
@@ -139,6 +141,10 @@ class SyncConfig(_Config):
     # first, doubling per attempt up to retry_max_s).
     retry_max_s: float = Field(default=60.0, ge=1.0, le=3600.0, strict=True)
     ack_timeout_s: float = Field(default=10.0, ge=0.5, le=600.0, strict=True)
+    # The liveness watchdog: publications awaiting their PUBACK and nothing at all from the broker for
+    # this long → the broker is taken as hung, the dock moves to the next one. Must exceed the time one
+    # chunk (chunk_bytes) takes over the dock's uplink, else a slow link reads as a hung broker.
+    broker_stall_s: float = Field(default=15.0, ge=2.0, le=3600.0, strict=True)
     # How long the broker keeps the dock's session (and acks published to it) while the dock is away.
     session_expiry_s: StrictInt = Field(default=3600, ge=60, le=7 * 86_400)
     # How often `dock run` looks for docked spools and control links.

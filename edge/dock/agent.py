@@ -137,6 +137,7 @@ class DockAgent:
             chunk_window=sync.chunk_window,
             retry_max_s=sync.retry_max_s,
             ack_timeout_s=sync.ack_timeout_s,
+            broker_stall_s=sync.broker_stall_s,
             session_expiry_s=sync.session_expiry_s,
             client_id=client_id,
             on_final=self._on_final,

@@ -12,6 +12,12 @@ paho sends its PUBACK (a crash between the two makes the broker deliver it again
 in the configured order; when one is down or refuses, the next; when all fail, the round is retried
 with exponential back-off up to ``retry_max_s``, for ever — the outbox simply waits.
 
+A broker that hangs (stopped process, vanished host: the TCP connection stays open, nothing answers)
+closes no socket. While the dock has publications awaiting their PUBACK, a liveness watchdog counts the
+time in which nothing at all came back; past ``broker_stall_s`` the connection is dropped as lost and
+the hung broker goes to the end of the next round. When nothing is outstanding, MQTT keepalive alone
+governs (paho gives up after about 2 × ``keepalive_s``).
+
 Per recorder: ``have?`` on every (re)connect and docking; then each record not yet finally acked is
 sent in seq order, at most ``window`` awaiting their last word; a record's file follows only after the
 server accepted the record (``pending``), from the offset the server reports, with at most
@@ -174,7 +180,8 @@ class SyncClient:
         files: Callable[[str], Path | None],
         prefix: str = DEFAULT_PREFIX,
         tls: TlsFiles | None = None,
-        keepalive_s: int = 60,
+        keepalive_s: int = 30,
+        broker_stall_s: float = 15.0,
         chunk_bytes: int = DEFAULT_CHUNK,
         window: int = WINDOW,
         chunk_window: int = 16,
@@ -195,6 +202,7 @@ class SyncClient:
         self.files = files
         self.topics = Topics(prefix, dock_id)
         self.keepalive_s = keepalive_s
+        self.broker_stall_s = broker_stall_s
         self.chunk_bytes = chunk_bytes
         self.window = window
         self.chunk_window = chunk_window
@@ -218,6 +226,11 @@ class SyncClient:
         self._failed_rounds = 0
         self._connack: Any = None
         self._mids: dict[int, tuple[str, int, str]] = {}  # mid → (recorder, seq, what)
+        # The watchdog's view of this connection (monotonic times): every QoS 1 publication not yet
+        # answered by a PUBACK, oldest first (mid → when published), and when the broker last sent
+        # anything the callbacks see (CONNACK, PUBACK, PUBLISH).
+        self._unanswered: dict[int, float] = {}
+        self._heard_at = 0.0
         self._last_ack: tuple[bytes, dict[str, Any]] = (b"", {})  # the last ack that verified
         self._recorders: dict[str, dict[str, Any]] = {}  # recorder → its last status read over the link
         self._state_dirty = False
@@ -291,6 +304,8 @@ class SyncClient:
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     self._lost(mqtt.error_string(rc))
                     continue
+                if self._broker_hung():
+                    continue
                 self._take_wakes()
                 self._pump()
                 self._republish_state()
@@ -335,7 +350,7 @@ class SyncClient:
         if not self._state_dirty or time.monotonic() - self._state_at < STATE_INTERVAL_S:
             return
         self._state_at = time.monotonic()
-        self._client.publish(self.topics.state, self._state(True), qos=1, retain=True)
+        self._awaiting(self._client.publish(self.topics.state, self._state(True), qos=1, retain=True))
 
     # -- connecting --------------------------------------------------------------------------------
 
@@ -396,30 +411,83 @@ class SyncClient:
     def _connected(self) -> None:
         self.stats.connects += 1
         self._mids.clear()
+        self._unanswered.clear()  # paho's replays of the last connection's publications are not timed
+        self._heard_at = time.monotonic()  # the CONNACK
         self._client.subscribe(self.topics.down("#"), options=SubscribeOptions(qos=1))
         self._state_at = time.monotonic()
-        self._client.publish(self.topics.state, self._state(True), qos=1, retain=True)
+        self._awaiting(self._client.publish(self.topics.state, self._state(True), qos=1, retain=True))
         for flow in self._flows.values():
             flow.reset()  # resume from have?: whatever was in flight may be lost
         self._active_checked = 0.0
         self.connected.set()
         log.info("connected to %s as %s", self.stats.broker, self.dock_id)
 
-    def _lost(self, why: str) -> None:
+    def _lost(self, why: str, *, unresponsive: bool = False) -> None:
+        """The connection is gone; ``_run`` starts a new round. ``unresponsive``: the broker stopped
+        answering (watchdog, keepalive) rather than closing the connection, so the round starts at the
+        next broker: a hung broker still accepts TCP and would hold the round for ``connect_timeout_s``."""
         if self.connected.is_set():
             log.warning("lost the broker %s: %s", self.stats.broker, why)
+            if unresponsive:
+                self._broker_index = (self._broker_index + 1) % len(self.brokers)
         self.connected.clear()
         self.stats.last_error = f"{self.stats.broker}: {why}"
+
+    def _awaiting(self, info: mqtt.MQTTMessageInfo) -> None:
+        """Time a QoS 1 publication until its PUBACK (the watchdog's view, ``_broker_hung``)."""
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._unanswered.pop(info.mid, None)  # a reused mid goes to the end: the order is the age
+            self._unanswered[info.mid] = time.monotonic()
+
+    def _broker_hung(self) -> bool:
+        """The liveness watchdog: True (and the connection dropped) when publications have waited
+        ``broker_stall_s`` for their PUBACK while nothing at all came from the broker.
+
+        A frozen broker (SIGSTOP, a host gone without FIN or RST) keeps the TCP connection open; paho
+        notices only through keepalive, after about 2 × ``keepalive_s`` — and it cannot tell us sooner:
+        it counts a PINGREQ it sends as bytes received. Silence is therefore timed from what the public
+        callbacks see (CONNACK, PUBACK, PUBLISH), and only while something awaits its PUBACK, counted
+        from the later of the last thing heard and the oldest publication still waiting (a dock idle
+        for an hour that publishes now waits a full ``broker_stall_s``). Mosquitto answers a QoS 1
+        publish on receipt, whatever the server behind it does, so a slow server never trips this; a
+        slow link does only when one chunk takes longer than ``broker_stall_s`` to cross it.
+        """
+        if not self._unanswered:
+            return False
+        oldest = next(iter(self._unanswered.values()))  # dicts keep publication order
+        silent = time.monotonic() - max(self._heard_at, oldest)
+        if silent < self.broker_stall_s:
+            return False
+        self._lost(
+            f"no answer for {silent:.1f}s with {len(self._unanswered)} publications awaiting their "
+            f"PUBACK (broker_stall_s {self.broker_stall_s:g})",
+            unresponsive=True,
+        )
+        # Drop the connection as if it had broken: close the socket without a DISCONNECT (a normal
+        # DISCONNECT would tell a broker that wakes up again to discard the will). From here on it is
+        # the lost-connection path: the next round's connect() replaces the socket, and what is sent
+        # again is what the outbox (and paho's replay of unacknowledged publications) sends after any loss.
+        sock = self._client.socket()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError as exc:
+                log.debug("closing the hung broker's socket: %s", exc)
+        return True
 
     # -- paho callbacks (this thread, inside loop()) -----------------------------------------------
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self._connack = rc  # judged by _try_connect; a refusal never sets ``connected``
 
-    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        self._lost(f"disconnected ({rc})")
+    def _on_disconnect(self, _c: Any, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+        # paho's keepalive gave up: the broker stopped answering (it did not close the connection).
+        hung = not flags.is_disconnect_packet_from_server and rc == "Keep alive timeout"
+        self._lost(f"disconnected ({rc})", unresponsive=hung)
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+        self._heard_at = time.monotonic()
+        self._unanswered.pop(mid, None)
         what = self._mids.pop(mid, None)
         if what is None or not rc.is_failure:
             return
@@ -435,6 +503,7 @@ class SyncClient:
             log.exception("cannot note the refusal in the outbox")
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self._heard_at = time.monotonic()
         try:
             if msg.topic == self.topics.down("ack"):
                 self._on_ack(bytes(msg.payload))
@@ -707,6 +776,7 @@ class SyncClient:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self._lost(f"publish: {mqtt.error_string(info.rc)}")
             return None
+        self._awaiting(info)
         if about is not None:
             self._mids[info.mid] = (*about, topic.rsplit("/", 1)[-1])
         return info.mid

@@ -165,6 +165,7 @@ def test_defaults_fill_what_a_minimal_dock_config_leaves_out(tmp_path: Path) -> 
     assert (c.sync.window, c.sync.chunk_window) == (16, 16)
     assert (c.sync.retry_max_s, c.sync.ack_timeout_s, c.sync.poll_s) == (60.0, 10.0, 1.0)
     assert c.sync.session_expiry_s == 3600
+    assert (c.sync.broker_stall_s, c.mqtt.keepalive_s) == (15.0, 30)
     # Not written: beside this file (and the dock also looks beside [mqtt.tls] ca).
     assert c.sync.server_cert == tmp_path / "server-signing.pem"
     assert not c.sync.server_cert_given
@@ -314,6 +315,11 @@ WRONG_VALUES = [
     (DOCK, "retry_max_s = 60", "retry_max_s = 0.5", "greater than or equal to 1"),
     (DOCK, "ack_timeout_s = 10", "ack_timeout_s = 0.1", "sync.ack_timeout_s (line"),
     (DOCK, "session_expiry_s = 3600", "session_expiry_s = 10", "sync.session_expiry_s (line"),
+    (DOCK, "broker_stall_s = 15", "broker_stall_s = 1", "sync.broker_stall_s (line"),
+    (DOCK, "broker_stall_s = 15", "broker_stall_s = 1", "greater than or equal to 2"),
+    (DOCK, "broker_stall_s = 15", "broker_stall_s = 3601", "less than or equal to 3600"),
+    (DOCK, "broker_stall_s = 15", 'broker_stall_s = "15"', "sync.broker_stall_s (line"),
+    (DOCK, "keepalive_s = 30", "keepalive_s = 4", "mqtt.keepalive_s (line"),
     (DOCK, "poll_s = 1", "poll_s = true", "sync.poll_s (line"),
     (DOCK, "server_cert = ", "server_cert = 1 #", "sync.server_cert (line"),
     (POLICY, 'recording = "full"', 'recording = "always"', "scenes[0].recording"),
@@ -417,12 +423,12 @@ def test_mqtt_without_tls_is_allowed_only_on_loopback(tmp_path: Path) -> None:
 
 
 def test_a_toml_syntax_error_is_a_config_error_with_its_line(tmp_path: Path) -> None:
-    path = variant(tmp_path, DOCK, "keepalive_s = 60", "keepalive_s = = 60")
+    path = variant(tmp_path, DOCK, "keepalive_s = 30", "keepalive_s = = 30")
     with pytest.raises(ConfigError) as excinfo:
         load_dock_config(path)
     text = problems(excinfo)
     assert text.startswith(f"{path}: not valid TOML")
-    assert f"line {line_of(path, 'keepalive_s = = 60')}" in text
+    assert f"line {line_of(path, 'keepalive_s = = 30')}" in text
 
 
 def test_a_missing_file_or_non_utf8_text_is_a_config_error(tmp_path: Path) -> None:

@@ -17,10 +17,13 @@ Scenarios, each judged exactly once at the end (``tests/faults/judge.py``):
 a. broker A killed -9 mid-sync: the dock moves to B and finishes (≥ 50 MB);
 b. A killed; A started again; then B killed: the dock returns to A and finishes;
 c. A killed while one large file is half acknowledged: its first part went through A, the rest through B,
-   and the dock resumes at the offset the server holds, not at 0.
+   and the dock resumes at the offset the server holds, not at 0;
+d. A frozen (SIGSTOP: its sockets stay open, nothing answers) mid-sync: the dock's liveness watchdog
+   (``[sync] broker_stall_s``), not keepalive, drops A; the dock moves to B and finishes; A, thawed later,
+   hands its stale backlog to its worker, and still every segment is filed once.
 
-The switch time — kill → the dock's CONNACK from the other broker → the first message the other broker
-relays from the dock → the first ack it relays back — is printed (``-s``) and bounded loosely.
+The switch time — kill (or freeze) → the dock's CONNACK from the other broker → the first message the other
+broker relays from the dock → the first ack it relays back — is printed (``-s``) and bounded loosely.
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ STALL_S = 30.0
 # A generous bound on kill → first publish on the other broker: the dock must notice the dead connection
 # at once (the socket closes), not after a keepalive (10 s) or a resend timer.
 SWITCH_BOUND_S = 3.0
+# Scenario d: the dock's watchdog and keepalive. keepalive 60 (the old default), so paho alone would take
+# about 2 minutes to give up on a frozen broker; the watchdog must act after BROKER_STALL_S of silence.
+BROKER_STALL_S = 5.0
+FROZEN_KEEPALIVE_S = 60
+# A generous bound on freeze → first publish on the other broker: the silence, then a local reconnect.
+FROZEN_SWITCH_BOUND_S = BROKER_STALL_S + 15.0
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -96,6 +105,7 @@ class Side:
     ca: Path
     taps: list[Child] = field(default_factory=list)
     killed_at: list[float] = field(default_factory=list)
+    frozen: bool = False
 
     @property
     def address(self) -> str:
@@ -140,6 +150,20 @@ class Side:
         self.taps[-1].stop()
         return t
 
+    def freeze(self) -> float:
+        """SIGSTOP the broker: its TCP connections stay open, nothing is answered; the wall-clock time."""
+        assert self.broker.proc is not None
+        t = time.time()
+        os.kill(self.broker.proc.pid, signal.SIGSTOP)
+        self.frozen = True
+        return t
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen broker."""
+        if self.frozen and self.broker.proc is not None:
+            os.kill(self.broker.proc.pid, signal.SIGCONT)
+        self.frozen = False
+
     def relayed(self) -> list[Relayed]:
         """Every message the taps saw this broker relay on the dock's topics, in time order."""
         base = f"{PREFIX}/dev/{DOCK}/"
@@ -159,8 +183,12 @@ class Side:
 class FailoverRig:
     """Two brokers (A listed first), an ingest worker on each, one dock, one recorder; see the module doc."""
 
-    def __init__(self, fleet: Fleet, work: Path, sizes: list[int], seed: int) -> None:
+    def __init__(
+        self, fleet: Fleet, work: Path, sizes: list[int], seed: int, *, keepalive_s: int = 10, sync: str = ""
+    ) -> None:
         self.fleet = fleet
+        self.keepalive_s = keepalive_s
+        self.sync = sync  # the dock.toml's [sync] table (dock_toml)
         self.work = work
         self.sizes = sizes
         self.seed = seed
@@ -248,6 +276,8 @@ class FailoverRig:
             dock=DOCK,
             mount_dir=self.work / "media",
             chunk_bytes=MIB,
+            keepalive_s=self.keepalive_s,
+            sync=self.sync,
         )
         (self.work / "ports").mkdir()
         self.pty = pty_pair(self.work / "ports", "acm0")
@@ -349,6 +379,19 @@ class FailoverRig:
         self._moved_at = time.monotonic()
         return t
 
+    def freeze(self, name: str) -> float:
+        fraction = self.acked() / self.total
+        t = self.sides[name].freeze()
+        self.events.append({"freeze": name, "t": t, "acked": round(fraction, 3)})
+        self.say(f"broker {name} frozen (SIGSTOP) at {fraction:.1%} of the bytes acknowledged")
+        self._moved_at = time.monotonic()
+        return t
+
+    def thaw(self, name: str) -> None:
+        self.sides[name].thaw()
+        self.events.append({"thaw": name, "t": time.time()})
+        self.say(f"broker {name} thawed (SIGCONT)")
+
     def restart(self, name: str) -> None:
         """Start a killed broker again on its port; wait until its ingest worker has subscribed again."""
         side = self.sides[name]
@@ -401,6 +444,7 @@ class FailoverRig:
         if self.recorder is not None:
             self.recorder.writer.close()
         for side in self.sides.values():
+            side.thaw()  # a stopped process would hold SIGTERM until its stop timeout
             for tap in side.taps:
                 with contextlib.suppress(Exception):
                     tap.stop()
@@ -642,3 +686,57 @@ def test_c_a_file_half_sent_via_a_and_finished_via_b_is_filed_once(fleet: Fleet,
     assert via_b[0][0] >= acked > 0
     assert switch["first_publish_s"] is not None
     assert switch["first_publish_s"] < SWITCH_BOUND_S
+
+
+def test_d_a_broker_frozen_mid_sync_the_watchdog_moves_the_dock_to_the_other(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    seed = _seed()
+    rig = FailoverRig(
+        fleet,
+        tmp_path / "d",
+        _sizes(random.Random(seed), 64),
+        seed,
+        keepalive_s=FROZEN_KEEPALIVE_S,
+        sync=f"broker_stall_s = {BROKER_STALL_S}",
+    )
+    frozen: dict[str, float] = {}
+
+    def scenario(r: FailoverRig) -> None:
+        r.wait("35 % acknowledged via A", lambda: r.acked() >= 0.35 * r.total)
+        frozen["A"] = r.freeze("A")
+        r.wait("the dock on B", lambda: r.connected_to("B", frozen["A"]))
+        at = r.acked()
+        r.wait("progress through B", lambda: r.acked() >= at + 4 * MIB)
+        # A wakes up: it relays to its worker what the dock had written into the socket before it froze.
+        r.thaw("A")
+
+    verdict = _run(rig, scenario)
+    switch: dict[str, Any] = {"from": "A", "to": "B", **rig.switch_times("A", "B", frozen["A"])}
+    _report("d", {**verdict, "events": rig.events}, [switch])
+
+    assert verdict["problems"] == [], f"seed {seed}"  # every segment on the server exactly once
+    assert verdict["bytes"] >= 50 * 1_000_000
+    assert rig.dock is not None
+    log = rig.dock.text()
+    a = rig.sides["A"].address
+    # The watchdog dropped A (keepalive would have taken ~2 minutes) and the next round began at B: the hung
+    # A (which still accepts TCP: a 5 s connect timeout) was not tried again.
+    lost = [line for line in log.splitlines() if f"lost the broker {a}" in line]
+    assert len(lost) == 1, lost
+    assert "no answer for" in lost[0], lost
+    assert "awaiting their PUBACK" in lost[0], lost
+    refused_a = [line for line in log.splitlines() if f" broker {a}: " in line and "lost the" not in line]
+    assert refused_a == []
+    connects = [
+        (t, n) for n, side in rig.sides.items() for t in log_times(log, f"connected to {side.address}")
+    ]
+    assert [n for _t, n in sorted(connects)] == ["A", "B"]
+    relayed = {name: side.relayed() for name, side in rig.sides.items()}
+    assert [r for r in relayed["B"] if r.what.startswith("up/") and r.t < frozen["A"]] == []
+    assert any(r.what == "up/chunk" for r in relayed["A"])
+    assert any(r.what == "up/chunk" for r in relayed["B"])
+    assert switch["noticed_s"] is not None
+    assert switch["noticed_s"] >= BROKER_STALL_S - 1.0  # A had answered until the freeze
+    assert switch["first_publish_s"] is not None
+    assert switch["first_publish_s"] < FROZEN_SWITCH_BOUND_S

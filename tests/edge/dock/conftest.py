@@ -133,8 +133,11 @@ def dock_toml(
     dock: str = "DOCK-01",
     mount_dir: Path | None = None,
     chunk_bytes: int = 64 * 1024,
+    keepalive_s: int = 10,
+    sync: str = "",
 ) -> Path:
-    """A dock.toml for the test brokers, with the dock's bundle as its TLS identity."""
+    """A dock.toml for the test brokers, with the dock's bundle as its TLS identity; ``sync``: the body of
+    a ``[sync]`` table (none when empty)."""
     b = fleet.bundle(dock)
     where.mkdir(parents=True, exist_ok=True)
     text = f"""
@@ -145,7 +148,7 @@ chunk_bytes = {chunk_bytes}
 [mqtt]
 brokers = [{", ".join(f'"127.0.0.1:{p}"' for p in brokers)}]
 topic_prefix = "{PREFIX}"
-keepalive_s = 10
+keepalive_s = {keepalive_s}
 
 [mqtt.tls]
 ca = "{b / "ca-chain.pem"}"
@@ -158,6 +161,8 @@ path = "{where / "outbox.sqlite"}"
 [clock]
 reference = "rtc"
 """
+    if sync:
+        text += f"\n[sync]\n{sync}\n"
     path = where / "dock.toml"
     path.write_text(text)
     return path

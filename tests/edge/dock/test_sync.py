@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -322,3 +323,68 @@ def test_broker_killed_9_mid_sync(
         broker.start()
 
     _sync_through_an_outage(fleet, broker, responder, client, outbox, spool, outage)
+
+
+@contextlib.contextmanager
+def frozen(broker: Broker) -> Iterator[None]:
+    """SIGSTOP the broker (its sockets stay open, nothing answers); SIGCONT on the way out, whatever happened."""
+    assert broker.proc is not None
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+
+
+def test_a_frozen_broker_is_left_for_the_next_after_broker_stall_s(
+    fleet: Fleet,
+    start_broker: Callable[..., Broker],
+    make_responder: Callable[..., Responder],
+    make_client: Callable[..., SyncClient],
+    outbox: Outbox,
+    tmp_path: Path,
+) -> None:
+    a, b = start_broker(), start_broker()
+    responder = make_responder(a, chunk_delay=0.01)
+    make_responder(b)
+    spool = fleet.make_spool(tmp_path / "s", "REC-0001", segments=12, size=300_000)
+    enqueue(outbox, spool)
+    # keepalive 30: paho alone would notice the frozen broker after about a minute.
+    client = make_client([a.port, b.port], {"REC-0001": spool}, keepalive_s=30, broker_stall_s=2.0)
+    client.start()
+    wait_for("part of the transfer through A", lambda: len(responder.stored) >= 3)
+    with frozen(a):
+        t = time.monotonic()
+        wait_for("the dock on B", lambda: client.stats.broker == f"127.0.0.1:{b.port}", timeout=30)
+        switched_s = time.monotonic() - t
+        wait_for("the sync to complete through B", done(outbox, "REC-0001"), timeout=60)
+    assert {r.state for r in outbox.rows("REC-0001")} <= {"stored", "duplicate"}
+    assert client.stats.connects == 2
+    # The watchdog, not keepalive, dropped A; the round started at B, so the hung A was not tried again.
+    assert "no answer for" in client.stats.last_error
+    assert client.stats.refused == 0
+    assert switched_s < 20, switched_s  # a loose bound: 2 s of silence, then a local CONNACK
+
+
+def test_an_idle_dock_does_not_leave_a_frozen_broker_before_keepalive(
+    fleet: Fleet,
+    broker: Broker,
+    make_responder: Callable[..., Responder],
+    make_client: Callable[..., SyncClient],
+    outbox: Outbox,
+    tmp_path: Path,
+) -> None:
+    responder = make_responder(broker)
+    spool = fleet.make_spool(tmp_path / "s", "REC-0001", segments=2, size=50_000)
+    enqueue(outbox, spool)
+    client = make_client([broker.port], {"REC-0001": spool}, keepalive_s=30, broker_stall_s=2.0)
+    client.start()
+    wait_for("synced", done(outbox, "REC-0001"))
+    assert_delivered(responder, spool, outbox)
+    wait_for("every PUBACK", lambda: not client._unanswered)
+    with frozen(broker):
+        time.sleep(5.0)  # 2.5 × broker_stall_s with nothing outstanding: keepalive alone governs
+        assert client.connected.is_set()
+    time.sleep(0.5)
+    assert client.connected.is_set()
+    assert client.stats.connects == 1

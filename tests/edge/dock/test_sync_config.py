@@ -43,7 +43,8 @@ def test_a_freshly_enrolled_dock_bundle_names_its_server_certificate(fleet: Flee
 def test_sync_settings_reach_the_sync_client_and_flags_override_them(fleet: Fleet, tmp_path: Path) -> None:
     path = with_sync(
         dock_toml(fleet, tmp_path / "dock", brokers=[1883]),
-        "window = 3\nchunk_window = 2\nretry_max_s = 7\nack_timeout_s = 1.5\nsession_expiry_s = 120\npoll_s = 0.5",
+        "window = 3\nchunk_window = 2\nretry_max_s = 7\nack_timeout_s = 1.5\nsession_expiry_s = 120\npoll_s = 0.5\n"
+        "broker_stall_s = 4",
     )
     config = load_dock_config(path)
     agent = DockAgent(config, server_keys=fleet.server_keys())  # type: ignore[arg-type]
@@ -51,6 +52,7 @@ def test_sync_settings_reach_the_sync_client_and_flags_override_them(fleet: Flee
         c = agent.client
         assert (c.window, c.chunk_window, c.retry_max_s, c.ack_timeout_s) == (3, 2, 7.0, 1.5)
         assert (c.session_expiry_s, c.chunk_bytes, agent.poll_s) == (120, 64 * 1024, 0.5)
+        assert (c.broker_stall_s, c.keepalive_s) == (4.0, 10)
     finally:
         agent.close()
     agent = DockAgent(
