@@ -1006,5 +1006,5 @@ def _describe(payload: bytes) -> dict[str, Any]:
     return {
         "payload_bytes": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
-        "payload_head": payload[:_EXCERPT].decode("utf-8", "replace"),
+        "payload_head": bytes(payload[:_EXCERPT]).decode("utf-8", "replace"),
     }

@@ -10,11 +10,13 @@ network thread spends holding the GIL, ≈ 2 CPU-seconds per GB.
 
 ``install()`` puts ``decode_publish_once`` in paho's place: the same fields, the same parser for the
 properties (paho's own, given just their bytes), the same ``MalformedPacket`` for a packet that does
-not add up, and the payload copied once out of the packet buffer. Idempotent.
+not add up, and the payload copied once out of the packet buffer — or, on a network thread that
+called ``views_in_this_thread``, not copied at all (a ``memoryview``). Idempotent.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Final
 
 import paho.mqtt._packet as paho_packet
@@ -24,6 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
 
 _INSTALLED: Final = "_fieldproof_one_copy"
+_thread = threading.local()
 #: paho's own decoder (kept for comparison: tests/server/test_packets.py).
 PAHO_DECODE_PUBLISH: Final = paho_packet.decode_publish
 
@@ -32,7 +35,7 @@ PAHO_DECODE_PUBLISH: Final = paho_packet.decode_publish
 def decode_publish_once(
     header: int, packet: bytes | bytearray, protocol: MQTTProtocolVersion
 ) -> paho_packet.PublishPacket:
-    """paho's ``decode_publish``, reading from a view of the packet: the payload is copied once."""
+    """paho's ``decode_publish``, reading from a view of the packet: the payload is copied at most once."""
     dup = ((header & 0x08) >> 3) != 0
     qos = (header & 0x06) >> 1
     retain = (header & 0x01) != 0
@@ -62,10 +65,20 @@ def decode_publish_once(
                 raise MalformedPacket("PUBLISH properties run past the packet")
             _, props_len = properties.unpack(bytes(view[pos:stop]))  # type: ignore[no-untyped-call]
             pos += props_len
-        payload = bytes(view[pos:])
+    # For a client whose network thread asked for views (the ingest worker's): not even one copy, a
+    # view of the packet's own buffer (paho gives each packet a new bytearray and never touches it
+    # again). Every other client in the process gets bytes, as paho gives.
+    payload = memoryview(packet)[pos:] if getattr(_thread, "views", False) else bytes(packet[pos:])
     return paho_packet.PublishPacket(
         dup=dup, qos=qos, retain=retain, topic=topic, mid=mid, properties=properties, payload=payload
     )
+
+
+def views_in_this_thread() -> None:
+    """PUBLISH payloads decoded on the calling thread (a paho network thread: call it from the client's
+    ``on_connect``) are ``memoryview``s of their packet, not copies. Only for a client whose
+    ``on_message`` copies whatever it keeps as bytes, as the ingest worker does."""
+    _thread.views = True
 
 
 def install() -> None:

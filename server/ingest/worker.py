@@ -70,7 +70,7 @@ _BACKLOG_WAIT: Final = 5.0
 @dataclass(frozen=True)
 class _Incoming:
     topic: str
-    payload: bytes
+    payload: bytes | memoryview  # a chunk's is a view of its packet
     properties: list[tuple[str, str]] | None
     qos: int
     mid: int
@@ -173,6 +173,7 @@ class IngestWorker:
             log.error("the broker refused ingest's connection: %s", rc)
             return
         self._connection += 1
+        packets.views_in_this_thread()  # chunks' payloads as views of their packets (paho's network thread)
         topic = ingest_subscription(self.settings.topic_prefix, self.settings.share_group)
         # Not shared: each worker gets every dock's retained state (storing it is idempotent).
         state = f"{self.settings.topic_prefix}/dev/+/state"
@@ -203,7 +204,11 @@ class IngestWorker:
             except UnicodeDecodeError:
                 topic = msg._topic.decode("utf-8", "replace")
             props = getattr(msg.properties, "UserProperty", None) if msg.properties is not None else None
-            item = _Incoming(topic, bytes(msg.payload), props, msg.qos, msg.mid, self._connection)
+            # A chunk's payload stays a view of the packet (server/ingest/packets.py): written from
+            # there, never copied. Anything else is parsed, and parsers want bytes.
+            raw = msg.payload
+            payload = raw if isinstance(raw, memoryview) and topic.endswith("/up/chunk") else bytes(raw)
+            item = _Incoming(topic, payload, props, msg.qos, msg.mid, self._connection)
             with self._backlog:
                 while self.backlog_bytes and self.backlog_bytes + len(item.payload) > self.max_backlog_bytes:
                     if msg.qos == 0:  # outside the protocol: not worth holding the connection for

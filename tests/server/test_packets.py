@@ -1,5 +1,6 @@
 """The worker's PUBLISH decoder (server/ingest/packets.py) reads what paho-mqtt's own reads, with one
-copy of the payload; a packet that does not add up is MalformedPacket, as with paho."""
+copy of the payload (none on the worker's network thread); a packet that does not add up is
+MalformedPacket, as with paho."""
 
 from __future__ import annotations
 
@@ -75,3 +76,28 @@ def test_install_is_idempotent_and_takes_paho_s_place() -> None:
     packets.install()
     packets.install()
     assert paho_packet.decode_publish is packets.decode_publish_once
+
+
+def test_a_thread_that_asks_for_views_gets_the_packet_s_own_bytes_others_get_bytes() -> None:
+    """The ingest worker's network thread takes chunk payloads as views of their packets (no copy at
+    all); any other paho client in the process — on another thread — still gets bytes."""
+    import threading
+
+    payload = os.urandom(1 << 20)
+    pkt = _packet(b"fieldproof/v1/dev/DOCK-01/up/chunk", 7, _props(), payload)
+    seen: dict[str, object] = {}
+
+    def worker_thread() -> None:
+        packets.views_in_this_thread()
+        seen["view"] = packets.decode_publish_once(QOS1, pkt, MQTTProtocolVersion.MQTTv5).payload
+
+    t = threading.Thread(target=worker_thread)
+    t.start()
+    t.join()
+    view = seen["view"]
+    assert isinstance(view, memoryview)
+    assert view.obj is pkt  # the packet's buffer itself, not a copy
+    assert view == payload
+    other = packets.decode_publish_once(QOS1, pkt, MQTTProtocolVersion.MQTTv5).payload
+    assert type(other) is bytes
+    assert other == payload
