@@ -136,7 +136,7 @@ class SyncConfig(_Config):
     server_cert: ConfigPath = Field(default=Path(SERVER_CERT_NAME), validate_default=True)
     # Records awaiting the server's last word, and file chunks awaiting its `pending` ack, per recorder.
     window: StrictInt = Field(default=MAX_WINDOW, ge=1, le=MAX_WINDOW)
-    chunk_window: StrictInt = Field(default=16, ge=1, le=32)
+    chunk_window: StrictInt = Field(default=32, ge=1, le=32)
     # The longest back-off between broker rounds and between resends (a resend waits ack_timeout_s
     # first, doubling per attempt up to retry_max_s).
     retry_max_s: float = Field(default=60.0, ge=1.0, le=3600.0, strict=True)

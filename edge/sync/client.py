@@ -184,7 +184,7 @@ class SyncClient:
         broker_stall_s: float = 15.0,
         chunk_bytes: int = DEFAULT_CHUNK,
         window: int = WINDOW,
-        chunk_window: int = 16,
+        chunk_window: int = 32,
         retry_min_s: float = 0.5,
         retry_max_s: float = 60.0,
         ack_timeout_s: float = 10.0,

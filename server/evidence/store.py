@@ -120,6 +120,10 @@ class BlobStore(ABC):
     def discard_staging(self, digest: str, *, durable: bool = True) -> None:
         """Forget every staged chunk of ``digest`` (committed blobs are never touched)."""
 
+    def tidy(self) -> None:  # noqa: B027 — a store whose commit sets nothing aside needs nothing here
+        """Remove what commits set aside for later (the staging of blobs they committed), so that the
+        removal waits until their answers are out. Claims nothing; safe to call at any time."""
+
 
 class LocalBlobStore(BlobStore):
     """Blobs at ``ROOT/aa/bb/<hex>`` (mode 0444, never overwritten); staging at ``STAGING/<hex>/``.
@@ -139,6 +143,17 @@ class LocalBlobStore(BlobStore):
         self.staging = staging
         make_dir(root, mode=0o750)
         make_dir(staging, mode=0o750)
+        # The 256 first-level directories made once, here: a commit then makes at most ``aa/bb`` (one
+        # mkdir and one directory sync fewer per blob while the store is young).
+        for n in range(256):
+            top = root / f"{n:02x}"
+            if not top.is_dir():
+                make_dir(top, mode=0o750)  # durable; another worker making it meanwhile is fine
+        # Staging set aside by a commit and not yet removed when a process stopped (see ``tidy``).
+        for left in staging.glob(".discard-*"):
+            shutil.rmtree(left, ignore_errors=True)
+        # Committed blobs' staging directories, renamed aside, waiting for ``tidy``.
+        self._set_aside: list[Path] = []
         # Blobs whose last bytes this instance wrote without a flush or markers (write_many completed
         # them): commit flushes before it hashes. Memory only: lost with the process, never claimed.
         self._complete_unsynced: set[str] = set()
@@ -409,8 +424,23 @@ class LocalBlobStore(BlobStore):
             with contextlib.suppress(FileExistsError):
                 os.link(staged, final)
             fsync_dir(final.parent)
-            self.discard_staging(digest, durable=False)
+            # Out of the way now (one rename; not synced: a staging directory found beside its committed
+            # blob is dropped again), removed by ``tidy`` once the caller has answered.
+            self._complete_unsynced.discard(digest)
+            self._unflushed.pop(digest, None)
+            trash = self.staging / f".discard-{blob_hex(digest)}-{secrets.token_hex(4)}"
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self._stage(digest), trash)
+                self._set_aside.append(trash)
             return size
+
+    def tidy(self) -> None:
+        while True:
+            try:
+                trash = self._set_aside.pop()  # atomic: several committer threads may tidy at once
+            except IndexError:
+                return
+            shutil.rmtree(trash, ignore_errors=True)
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -296,6 +296,7 @@ class IngestWorker:
         with self._tickets_lock:
             self._tickets.append(ticket)
         self._send_pubacks()
+        self.handler.store.tidy()  # staging of files this batch committed itself (no committer threads)
         self.handled += len(batch)
         if self.handler.held_bytes >= self.max_batch_bytes:
             self._release()  # a steady stream still gets its answers (large files, a full window)
@@ -340,6 +341,7 @@ class IngestWorker:
                 assert ticket.done is not None
                 ticket.done.set()
                 self._send_pubacks()
+            self.handler.store.tidy()  # the committed files' staging, now that their answers are out
 
     def run(self, stop: threading.Event) -> None:
         """Connect, and handle messages until ``stop`` is set; then finish what was handled, disconnect."""

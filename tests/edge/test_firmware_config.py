@@ -162,7 +162,7 @@ def test_defaults_fill_what_a_minimal_dock_config_leaves_out(tmp_path: Path) -> 
         encoding="utf-8",
     )
     c = load_dock_config(path)
-    assert (c.sync.window, c.sync.chunk_window) == (16, 16)
+    assert (c.sync.window, c.sync.chunk_window) == (16, 32)
     assert (c.sync.retry_max_s, c.sync.ack_timeout_s, c.sync.poll_s) == (60.0, 10.0, 1.0)
     assert c.sync.session_expiry_s == 3600
     assert (c.sync.broker_stall_s, c.mqtt.keepalive_s) == (15.0, 30)
@@ -189,7 +189,7 @@ def test_sync_overrides_from_the_command_line_keep_the_bounds() -> None:
 
 def test_too_many_chunk_bytes_in_flight_are_refused(tmp_path: Path) -> None:
     path = variant(tmp_path, DOCK, "chunk_bytes = 1048576", "chunk_bytes = 8388608")
-    path = variant(tmp_path, path, "chunk_window = 16", "chunk_window = 4")
+    path = variant(tmp_path, path, "chunk_window = 32", "chunk_window = 4")
     load_dock_config(path)  # 4 × 8 MiB in flight is fine
     path = variant(tmp_path, path, "chunk_window = 4", "chunk_window = 16")
     with pytest.raises(ConfigError) as excinfo:
@@ -310,7 +310,7 @@ WRONG_VALUES = [
     (DOCK, "brokers = [", "brokers = [] #", "mqtt.brokers"),
     (DOCK, "\nwindow = 16", "\nwindow = 17", "sync.window (line"),
     (DOCK, "\nwindow = 16", "\nwindow = 17", "less than or equal to 16"),
-    (DOCK, "chunk_window = 16", "chunk_window = 0", "sync.chunk_window (line"),
+    (DOCK, "chunk_window = 32", "chunk_window = 0", "sync.chunk_window (line"),
     (DOCK, "retry_max_s = 60", 'retry_max_s = "60"', "sync.retry_max_s (line"),
     (DOCK, "retry_max_s = 60", "retry_max_s = 0.5", "greater than or equal to 1"),
     (DOCK, "ack_timeout_s = 10", "ack_timeout_s = 0.1", "sync.ack_timeout_s (line"),

@@ -195,6 +195,39 @@ def test_durability_order(store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
     assert str(Path(final).parent) in after  # then the name
 
 
+def test_commit_sets_the_staging_aside_and_tidy_removes_it_later(tmp_path: Path) -> None:
+    """The committed blob's staging leaves its place at commit (one rename) and is removed by ``tidy``,
+    which the worker calls once the answers are out; a process that stopped before tidying leaves
+    ``.discard-*`` directories, which the next store on that staging removes. The 256 first-level
+    blob directories exist from the start."""
+    store = LocalBlobStore(tmp_path / "store", tmp_path / "staging")
+    assert sorted(p.name for p in store.root.iterdir()) == [f"{n:02x}" for n in range(256)]
+    data = os.urandom(50_000)
+    d = _digest(data)
+    store.begin(d, len(data))
+    store.write_at(d, 0, data)
+    store.commit(d)
+    assert not (store.staging / d[7:]).exists()
+    aside = list(store.staging.glob(".discard-*"))
+    assert len(aside) == 1
+    assert (aside[0] / "data").exists()
+    store.tidy()
+    assert not aside[0].exists()
+    store.tidy()  # nothing left: a no-op
+
+    # Committed, not tidied, process gone: the next store removes it.
+    e = _digest(data + b"!")
+    store.begin(e, len(data) + 1)
+    store.write_at(e, 0, data + b"!")
+    store.commit(e)
+    left = list(store.staging.glob(".discard-*"))
+    assert len(left) == 1
+    again = LocalBlobStore(tmp_path / "store", tmp_path / "staging")
+    assert not left[0].exists()
+    with again.open(e) as f:
+        assert f.read() == data + b"!"
+
+
 def test_write_many_flushes_once_and_leaves_a_completing_flush_to_commit(
     store: LocalBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
