@@ -33,6 +33,28 @@ FILE_KINDS = ("segment", "recovered")
 #: One statement, its values given as parameters: compiled and cached once, not per record.
 _INSERT_RECORD = insert(Record.__table__).returning(Record.__table__.c.id)
 _records = Record.__table__.c
+_files = EvidenceFile.__table__.c
+_segments = Segment.__table__.c
+#: Filing a committed file: cached statements with parameters (a committer runs them once per file).
+_FILE_STORED = (
+    update(EvidenceFile.__table__)
+    .where(_files.digest == bindparam("b_digest"), _files.status == "pending")
+    .values(status="stored", stored_at=bindparam("b_stored_at"), blob_key=bindparam("b_blob_key"))
+)
+_RECORD_STORED = (
+    update(Record.__table__)
+    .where(_records.id == bindparam("record_id"), _records.status == "pending")
+    .values(status="stored")
+)
+_FILE_RECORDS = (
+    select(
+        _records.id, _records.device, _records.seq, _records.hash, _records.dock, _records.status, _files.size
+    )
+    .join(Segment.__table__, _segments.record_id == _records.id)
+    .join(EvidenceFile.__table__, _files.digest == _segments.digest)
+    .where(_segments.digest == bindparam("digest"))
+    .order_by(_records.device, _records.seq)
+)
 #: The record at a seq and its two neighbours. On the table's columns, not the ORM's: no autoflush of
 #: the batch's custody events before each record (they go in together at the commit).
 _NEAR = select(_records.id, _records.seq, _records.hash, _records.prev, _records.status).where(
@@ -281,16 +303,7 @@ def pending_files(*, session: Session, device: str, limit: int = 256) -> list[tu
 
 def file_records(*, session: Session, digest: str) -> list[FileRecord]:
     """Every record naming the file ``digest``, by (device, seq): whom its answers go to."""
-    rows = session.execute(
-        select(
-            Record.id, Record.device, Record.seq, Record.hash, Record.dock, Record.status, EvidenceFile.size
-        )
-        .join(Segment, Segment.record_id == Record.id)
-        .join(EvidenceFile, EvidenceFile.digest == Segment.digest)
-        .where(Segment.digest == digest)
-        .order_by(Record.device, Record.seq)
-    )
-    return [FileRecord(*r) for r in rows]
+    return [FileRecord(*r) for r in session.execute(_FILE_RECORDS, {"digest": digest})]
 
 
 def file_stored(
@@ -301,18 +314,12 @@ def file_stored(
     naming it, for the answers. Conditional updates: of two workers finishing the same file, only one
     files each record. Three statements and the events, where the ORM took six and a load per record.
     """
-    session.execute(
-        update(EvidenceFile)
-        .where(EvidenceFile.digest == digest, EvidenceFile.status == "pending")
-        .values(status="stored", stored_at=now, blob_key=blob_key)
-    )
+    session.execute(_FILE_STORED, {"b_digest": digest, "b_stored_at": now, "b_blob_key": blob_key})
     records = file_records(session=session, digest=digest)
     for r in records:
         if r.status != "pending":
             continue
-        done = session.execute(
-            update(Record).where(Record.id == r.id, Record.status == "pending").values(status="stored")
-        )
+        done = session.execute(_RECORD_STORED, {"record_id": r.id})
         if done.rowcount:  # type: ignore[attr-defined]
             log_event(
                 session=session,
