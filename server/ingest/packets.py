@@ -16,10 +16,12 @@ called ``views_in_this_thread``, not copied at all (a ``memoryview``). Idempoten
 
 from __future__ import annotations
 
+import ssl
 import threading
 from typing import Final
 
 import paho.mqtt._packet as paho_packet
+import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
@@ -87,3 +89,51 @@ def install() -> None:
         return
     setattr(decode_publish_once, _INSTALLED, True)
     paho_packet.decode_publish = decode_publish_once
+
+
+#: Reads asked for more than this go through ``ReadIntoClient``'s buffer (a chunk's body); smaller
+#: ones (fixed headers, acks, records of a few KiB) as paho reads them.
+_BIG_READ: Final = 64 * 1024
+
+
+class ReadIntoClient(mqtt.Client):
+    """paho's client, reading a large packet body into one buffer it keeps.
+
+    paho reads a packet's body with ``recv(remaining)`` in a loop: over TLS each call returns one record
+    (16 KiB), for which CPython first allocates a bytes object of the whole remaining size, and paho
+    appends each piece to the packet's bytearray, which grows (and is copied) many times — about 14 %
+    of the ingest's time holding the GIL at 1 MiB chunks (py-spy, bench/sync_bench.py). Here one
+    read takes everything the socket has, up to what paho asked for, into a buffer decrypted into in
+    place (``recv_into``); paho's append then copies it once. Same bytes, same errors as paho's own
+    ``_sock_recv``; the returned view is valid until the next read, and paho copies it at once.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._read_buffer = bytearray(_BIG_READ)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        sock = self._sock
+        if bufsize <= _BIG_READ or sock is None:
+            return super()._sock_recv(bufsize)
+        if len(self._read_buffer) < bufsize:
+            self._read_buffer = bytearray(bufsize)
+        view = memoryview(self._read_buffer)
+        got = 0
+        try:
+            while got < bufsize:
+                n = sock.recv_into(view[got:bufsize])
+                if not n:
+                    break  # closed: what came so far now, an empty read next time
+                got += n
+        except ssl.SSLWantReadError as err:
+            if not got:
+                raise BlockingIOError() from err
+        except ssl.SSLWantWriteError as err:
+            if not got:
+                self._call_socket_register_write()
+                raise BlockingIOError() from err
+        except BlockingIOError:
+            if not got:
+                raise
+        return view[:got]  # type: ignore[return-value]  # paho only takes len() and appends it

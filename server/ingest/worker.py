@@ -150,7 +150,7 @@ class IngestWorker:
         self.backlog_bytes = 0
         self.peak_backlog_bytes = 0
         self._backlog = threading.Condition()
-        client = mqtt.Client(
+        client = packets.ReadIntoClient(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, manual_ack=True
         )
         if tls:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import paho.mqtt._packet as paho_packet
 from paho.mqtt.enums import MQTTProtocolVersion
@@ -101,3 +102,76 @@ def test_a_thread_that_asks_for_views_gets_the_packet_s_own_bytes_others_get_byt
     other = packets.decode_publish_once(QOS1, pkt, MQTTProtocolVersion.MQTTv5).payload
     assert type(other) is bytes
     assert other == payload
+
+
+def _received_through(port: int, tls: dict[str, str] | None, publisher_tls: dict[str, str] | None) -> None:
+    """Payloads around the big-read threshold, published through a real Mosquitto, arrive whole at a
+    ReadIntoClient: what it reads into its buffer is what paho would have read."""
+    import queue
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    topic = "fieldproof/v1/dev/DOCK-01/up/chunk"
+    sizes = [1, 64 * 1024, 64 * 1024 + 1, 1 << 20, (3 << 20) + 7, 200_000]
+    payloads = [os.urandom(n) for n in sizes]
+    got: queue.Queue[bytes] = queue.Queue()
+    subscribed = threading.Event()
+    sub = packets.ReadIntoClient(
+        CallbackAPIVersion.VERSION2, client_id="read-into-test", protocol=mqtt.MQTTv5
+    )
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="read-into-pub", protocol=mqtt.MQTTv5)
+    for client, files in ((sub, tls), (pub, publisher_tls)):
+        if files is not None:
+            client.tls_set(**files)
+    sub.on_connect = lambda c, *_a: c.subscribe(topic, qos=1)
+    sub.on_subscribe = lambda *_a: subscribed.set()
+    sub.on_message = lambda _c, _u, msg: got.put(bytes(msg.payload))
+    sub.connect("127.0.0.1", port)
+    sub.loop_start()
+    try:
+        assert subscribed.wait(10)
+        pub.connect("127.0.0.1", port)
+        pub.loop_start()
+        for p in payloads:
+            pub.publish(topic, p, qos=1).wait_for_publish(10)
+        received = [got.get(timeout=10) for _ in payloads]
+        assert [len(r) for r in received] == sizes
+        assert received == payloads
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        sub.loop_stop()
+        sub.disconnect()
+
+
+def test_read_into_client_receives_what_was_published_over_mutual_tls(fleet: Any, broker: Any) -> None:
+    dock = fleet.ca / "devices" / "DOCK-01"
+    _received_through(
+        broker.port,
+        {
+            "ca_certs": str(fleet.ca / "ca-chain.pem"),
+            "certfile": str(fleet.ca / "ingest.pem"),
+            "keyfile": str(fleet.ca / "ingest.key"),
+        },
+        {
+            "ca_certs": str(fleet.ca / "root-ca.pem"),
+            "certfile": str(dock / "tls.pem"),
+            "keyfile": str(dock / "tls.key"),
+        },
+    )
+
+
+def test_read_into_client_receives_what_was_published_over_plain_tcp(tmp_path: Any) -> None:
+    from tests.provisioning.helpers import Broker, free_port
+
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    b = Broker(conf=conf, port=port, log=tmp_path / "mosquitto.log")
+    b.start()
+    try:
+        _received_through(port, None, None)
+    finally:
+        b.stop()
