@@ -28,6 +28,7 @@ that does not verify is counted, logged and ignored (§6).
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import random
@@ -145,6 +146,50 @@ class _FileFlow:
     progress_at: float
     stalls: int = 0
     blocked_until: float = 0.0
+    # (end offset, when published) of each chunk sent and not yet acknowledged: ack delay samples —
+    # none once anything of the file was sent again (``timed`` False).
+    sends: collections.deque[tuple[int, float]] = field(default_factory=collections.deque)
+    timed: bool = True
+
+    def acked_until(self, received: int, now: float, delay: AckDelay) -> None:
+        """The server holds ``received`` bytes: one delay sample, from the newest chunk it covers."""
+        sent_at = None
+        while self.sends and self.sends[0][0] <= received:
+            sent_at = self.sends.popleft()[1]
+        if sent_at is not None and self.timed:
+            delay.sample(now - sent_at)
+
+
+class AckDelay:
+    """How long the server takes to answer, estimated from what this dock sees — the first resend waits
+    for that instead of a fixed ``ack_timeout_s`` when the server is slower.
+
+    Samples: a chunk's publication to the ack that first covers it, and a record's first publication to
+    its first answer. Chunks or records sent again give no sample (an ack cannot tell which send it
+    answers). The estimate is TCP's retransmission timer (RFC 6298): smoothed delay plus four times its
+    mean deviation. A burst of docks into one server queues at the broker, and every dock's answers come
+    later and later: the deviation grows with them, so the dock waits instead of resending what is only
+    queued (docs/server-ingest.md, "Resends under a burst"). ``ack_timeout_s`` stays the floor, and the
+    caller's back-off the ceiling.
+    """
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.smoothed = 0.0
+        self.deviation = 0.0
+
+    def sample(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        if not self.samples:
+            self.smoothed, self.deviation = seconds, seconds / 2
+        else:
+            self.deviation = 0.75 * self.deviation + 0.25 * abs(self.smoothed - seconds)
+            self.smoothed = 0.875 * self.smoothed + 0.125 * seconds
+        self.samples += 1
+
+    def timeout(self, floor: float) -> float:
+        """The wait before a first resend: the estimate, never less than ``floor``."""
+        return max(floor, self.smoothed + 4 * self.deviation) if self.samples else floor
 
 
 @dataclass
@@ -158,12 +203,14 @@ class _Flow:
     have_tries: int = 0
     have: dict[str, Any] | None = None
     inflight: dict[int, float] = field(default_factory=dict)  # seq → when its record was last sent
+    first_sent: dict[int, float] = field(default_factory=dict)  # seq → its only send so far (a sample)
     files: dict[int, _FileFlow] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.rows, self.dirty = None, True
         self.have_sent_at, self.have_tries, self.have = None, 0, None
         self.inflight.clear()
+        self.first_sent.clear()
         self.files.clear()
 
 
@@ -213,6 +260,7 @@ class SyncClient:
         self.session_expiry_s = session_expiry_s
         self.on_final = on_final
         self.stats = SyncStats()
+        self.ack_delay = AckDelay()  # the first resend waits for what the server's answers take
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -532,6 +580,9 @@ class SyncClient:
             self.stats.acks_ignored += 1
             return
         flow = self._flows.setdefault(recorder, _Flow(recorder))
+        first_sent = flow.first_sent.pop(seq, None)
+        if first_sent is not None:  # the first answer to a record sent once
+            self.ack_delay.sample(time.monotonic() - first_sent)
         if status == "rejected" and str(ack.get("reason", "")).startswith("unannounced"):
             # A chunk overtook its record (another ingest worker): not about the record. Resend it.
             flow.inflight.pop(seq, None)
@@ -568,12 +619,15 @@ class SyncClient:
                         size=row.size, acked=received, sent_until=received, progress_at=now
                     )
                 elif received > ff.acked:
+                    ff.acked_until(received, now, self.ack_delay)
                     ff.acked, ff.progress_at, ff.stalls = received, now, 0
                     ff.sent_until = max(ff.sent_until, received)
         elif row.final:
-            self.stats.last_final_at = time.monotonic()
+            self.stats.last_final_at = now = time.monotonic()
             flow.inflight.pop(seq, None)
-            flow.files.pop(seq, None)
+            done = flow.files.pop(seq, None)
+            if done is not None and row.size is not None:
+                done.acked_until(row.size, now, self.ack_delay)
             if row.state == "rejected":
                 log.warning("%s/%d rejected by the server: %s", recorder, seq, row.last_error)
             if self.on_final is not None:
@@ -633,7 +687,8 @@ class SyncClient:
                 return
 
     def _timeout(self, attempts: int) -> float:
-        return float(min(self.retry_max_s, self.ack_timeout_s * 2.0 ** max(0, attempts - 1)))
+        first = self.ack_delay.timeout(self.ack_timeout_s)
+        return float(min(self.retry_max_s, first * 2.0 ** max(0, attempts - 1)))
 
     def _pump_recorder(self, flow: _Flow, now: float) -> bool:
         """Send what the window allows; False when the recorder has nothing left to send."""
@@ -686,6 +741,10 @@ class SyncClient:
             if mid is None:
                 break
             flow.inflight[row.seq] = now
+            if row.attempts == 0 and row.seq not in flow.first_sent:
+                flow.first_sent[row.seq] = now
+            else:
+                flow.first_sent.pop(row.seq, None)  # sent again: its answer is no sample
             sent.append(row.seq)
         if sent:
             self.stats.records_sent += len(sent)
@@ -717,6 +776,8 @@ class SyncClient:
                 budget += ff.sent_until - ff.acked
                 ff.sent_until, ff.progress_at = ff.acked, now
                 ff.stalls += 1
+                ff.sends.clear()
+                ff.timed = False  # an ack may now answer either send
             if now < ff.blocked_until:
                 continue
             while budget > 0 and ff.sent_until < ff.size:
@@ -736,6 +797,7 @@ class SyncClient:
                 if ff.sent_until == ff.acked:
                     ff.progress_at = now
                 ff.sent_until += len(data)
+                ff.sends.append((ff.sent_until, now))
                 budget -= len(data)
                 self.stats.chunks_sent += 1
                 self.stats.chunk_bytes_sent += len(data)

@@ -16,7 +16,7 @@ import pytest
 
 from custody.spool import Spool
 from edge.dock.intake import journal_items
-from edge.sync.client import SyncClient, TlsFiles
+from edge.sync.client import AckDelay, SyncClient, TlsFiles
 from edge.sync.outbox import Outbox
 from edge.sync.protocol import Topics, signed_ack
 from provisioning import init_ca, revoke
@@ -388,3 +388,81 @@ def test_an_idle_dock_does_not_leave_a_frozen_broker_before_keepalive(
     time.sleep(0.5)
     assert client.connected.is_set()
     assert client.stats.connects == 1
+
+
+def test_ack_delay_estimate_follows_the_server_and_never_undercuts_the_floor() -> None:
+    d = AckDelay()
+    assert d.timeout(10.0) == 10.0  # no sample yet: the configured ack_timeout_s
+    for _ in range(50):
+        d.sample(2.0)
+    assert 2.0 <= d.timeout(0.5) < 2.2  # a steady server: about its delay
+    assert d.timeout(10.0) == 10.0  # never below the floor
+    rising = AckDelay()
+    for s in (0.5, 1.0, 2.0, 4.0, 8.0):  # answers later and later (a queue building up)
+        rising.sample(s)
+    assert rising.timeout(1.0) > 8.0  # the deviation grows with them: wait past the latest
+
+
+def _sync_against_a_slow_server(
+    fleet: Fleet,
+    broker: Broker,
+    make_responder: Callable[..., Responder],
+    spool: Path,
+    tmp_path: Path,
+    dock: str,
+) -> int:
+    """``dock`` syncs ``spool`` to a stand-in answering each chunk 80 ms after the one before (a queue):
+    every record and file arrives once and whole; returns how many messages the dock sent again. (Each
+    run its own dock: the broker keeps a dock's session, and late answers to one run's resends would
+    reach the next run's dock — valid signed answers for the same records.)"""
+    responder = make_responder(broker, chunk_delay=0.08)
+    b = fleet.bundle(dock)
+    with Outbox(tmp_path / f"outbox-{os.urandom(3).hex()}.sqlite") as ob:
+        n = enqueue(ob, spool)
+        client = SyncClient(
+            dock_id=dock,
+            brokers=[("127.0.0.1", broker.port)],
+            outbox=ob,
+            server_keys=fleet.server_keys(),  # type: ignore[arg-type]
+            files={"REC-0001": spool}.get,
+            tls=TlsFiles(b / "ca-chain.pem", b / "tls.pem", b / "tls.key"),
+            chunk_bytes=64 * 1024,
+            retry_min_s=0.1,
+            retry_max_s=8.0,
+            ack_timeout_s=0.4,
+            connect_timeout_s=2.0,
+            keepalive_s=5,
+        )
+        client.start()
+        try:
+            client.wake("REC-0001", docked=True)
+            wait_for("the recorder synced", done(ob, "REC-0001"), timeout=60)
+            assert_delivered(responder, spool, ob)
+        finally:
+            client.stop()
+            responder.stop()
+        with responder.lock:
+            return (
+                sum(responder.record_msgs.values())
+                - n
+                + sum(responder.chunk_msgs.values())
+                - len(responder.chunk_msgs)
+            )
+
+
+def test_a_slow_server_is_waited_for_not_flooded_with_resends(
+    fleet: Fleet,
+    broker: Broker,
+    make_responder: Callable[..., Responder],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server whose answers queue up (here a stand-in taking 80 ms per chunk, 20 chunks at once)
+    answers later than ``ack_timeout_s``: with a fixed timer the dock resends what is only queued;
+    timing the answers (AckDelay) it waits for them. Counted, not timed."""
+    spool = fleet.make_spool(tmp_path / "s", "REC-0001", segments=4, size=300_000)
+    adaptive = _sync_against_a_slow_server(fleet, broker, make_responder, spool, tmp_path, "DOCK-01")
+    monkeypatch.setattr(AckDelay, "timeout", lambda _self, floor: floor)  # the fixed timer, as before
+    fixed = _sync_against_a_slow_server(fleet, broker, make_responder, spool, tmp_path, "DOCK-02")
+    assert fixed > 0  # the stand-in is slow enough for a fixed 0.4 s timer to resend
+    assert adaptive < fixed
