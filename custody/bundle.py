@@ -188,10 +188,23 @@ def _chains_to_root(cert: x509.Certificate, trust: TrustStore) -> bool:
     return False
 
 
-def _check_annotation(item: Any, cert: x509.Certificate) -> dict[str, Any]:
-    """The signed annotation object, or ValueError saying why it does not verify."""
+#: The members of an annotation file, as the export writes them: only ``signed`` is under the signature,
+#: so the others must agree with it or with the file's name — nothing unsigned may ride along.
+_ANNOTATION_FILE_KEYS: Final = frozenset({"id", "signed", "signature", "key_id"})
+
+
+def _check_annotation(item: Any, cert: x509.Certificate, stem: str) -> dict[str, Any]:
+    """The signed annotation object, or ValueError saying why it does not verify. ``stem``: the file's
+    name without ``.json``, which is the annotation's id (its order among the server's annotations)."""
     if not isinstance(item, dict) or not isinstance(item.get("signed"), str):
         raise ValueError("not an annotation file (signed, signature)")
+    if set(item) != _ANNOTATION_FILE_KEYS:
+        raise ValueError(
+            f"an annotation file has exactly {sorted(_ANNOTATION_FILE_KEYS)}, not {sorted(item)}"
+        )
+    ann_id = item["id"]
+    if type(ann_id) is not int or ann_id < 1 or str(ann_id) != stem:
+        raise ValueError(f"its id {ann_id!r} is not the positive number its file is named by ({stem!r})")
     signed = item["signed"].encode("utf-8")
     try:
         raw = base64.b64decode(str(item.get("signature", "")).encode("ascii"), validate=True)
@@ -202,6 +215,8 @@ def _check_annotation(item: Any, cert: x509.Certificate) -> dict[str, Any]:
         raise ValueError("the signed text is not a canonical footage annotation")
     if obj.get("key_id") != key_id(cert):
         raise ValueError("it names another key than the server-signing certificate in the bag")
+    if item["key_id"] != obj["key_id"]:
+        raise ValueError(f"its key_id {item['key_id']!r} is not the one it signed ({obj['key_id']})")
     pub = cert.public_key()
     if not isinstance(pub, Ed25519PublicKey):
         raise ValueError("the server-signing certificate holds no Ed25519 key")
@@ -332,7 +347,7 @@ def verify_bundle(path: Path, *, ca: Sequence[Path], workers: int | None = None)
         if server_cert is None or item is None:
             continue
         try:
-            obj = _check_annotation(item, server_cert)
+            obj = _check_annotation(item, server_cert, p.stem)
         except ValueError as exc:
             findings.append(BundleFinding("bad-annotation", f"{rel}: {exc}", rel))
             continue

@@ -214,6 +214,29 @@ def test_any_flipped_payload_byte_is_found_even_with_rewritten_manifests(
     assert not _verify(fleet, bag).all_sound, target
 
 
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [
+        ("key_id", lambda v: "r" + v[1:]),  # found by the property test above: 'sha256:…' → 'rha256:…'
+        ("id", lambda v: v + 1),  # the order among the server's annotations (the latest wins)
+        ("note", None),  # an unsigned member added
+    ],
+)
+def test_an_annotation_file_s_unsigned_members_must_agree_with_what_it_signed(
+    fleet: Fleet, pristine_bag: Path, tmp_path: Path, member: str, value: Any
+) -> None:
+    bag = tmp_path / "bag"
+    shutil.copytree(pristine_bag, bag)
+    (target,) = (bag / "data" / "annotations").glob("*.json")
+    item = json.loads(target.read_text("utf-8"))
+    item[member] = "added" if value is None else value(item[member])
+    target.write_text(json.dumps(item, ensure_ascii=False, indent=2), "utf-8")
+    _write_manifests(bag)
+    report = _verify(fleet, bag)
+    assert "bad-annotation" in _codes(report)
+    assert not report.all_sound
+
+
 def test_entry_proofs(pristine_bag: Path) -> None:
     checkpoint = SignedCheckpoint.from_json(
         json.loads((pristine_bag / "data/custody-log/checkpoint.json").read_text())
