@@ -38,6 +38,7 @@ def make_client(fleet: Fleet, outbox: Outbox) -> Iterator[Callable[..., SyncClie
 
     def make(ports: list[int], spools: dict[str, Path], *, dock: str = "DOCK-01", **kw: Any) -> SyncClient:
         b = fleet.bundle(kw.pop("identity", dock))
+        ob = kw.pop("outbox", outbox)
         settings: dict[str, Any] = {
             "chunk_bytes": 64 * 1024,
             "retry_min_s": 0.1,
@@ -50,7 +51,7 @@ def make_client(fleet: Fleet, outbox: Outbox) -> Iterator[Callable[..., SyncClie
         client = SyncClient(
             dock_id=dock,
             brokers=[("127.0.0.1", p) for p in ports],
-            outbox=outbox,
+            outbox=ob,
             server_keys=fleet.server_keys(),  # type: ignore[arg-type]
             files=spools.get,
             tls=TlsFiles(b / "ca-chain.pem", b / "tls.pem", b / "tls.key"),
@@ -404,34 +405,22 @@ def test_ack_delay_estimate_follows_the_server_and_never_undercuts_the_floor() -
 
 
 def _sync_against_a_slow_server(
-    fleet: Fleet,
     broker: Broker,
     make_responder: Callable[..., Responder],
+    make_client: Callable[..., SyncClient],
     spool: Path,
     tmp_path: Path,
     dock: str,
 ) -> int:
     """``dock`` syncs ``spool`` to a stand-in answering each chunk 80 ms after the one before (a queue):
     every record and file arrives once and whole; returns how many messages the dock sent again. (Each
-    run its own dock: the broker keeps a dock's session, and late answers to one run's resends would
-    reach the next run's dock — valid signed answers for the same records.)"""
+    run its own dock and outbox: the broker keeps a dock's session, and late answers to one run's
+    resends would reach the next run's dock — valid signed answers for the same records.)"""
     responder = make_responder(broker, chunk_delay=0.08)
-    b = fleet.bundle(dock)
-    with Outbox(tmp_path / f"outbox-{os.urandom(3).hex()}.sqlite") as ob:
+    with Outbox(tmp_path / f"outbox-{dock}.sqlite") as ob:
         n = enqueue(ob, spool)
-        client = SyncClient(
-            dock_id=dock,
-            brokers=[("127.0.0.1", broker.port)],
-            outbox=ob,
-            server_keys=fleet.server_keys(),  # type: ignore[arg-type]
-            files={"REC-0001": spool}.get,
-            tls=TlsFiles(b / "ca-chain.pem", b / "tls.pem", b / "tls.key"),
-            chunk_bytes=64 * 1024,
-            retry_min_s=0.1,
-            retry_max_s=8.0,
-            ack_timeout_s=0.4,
-            connect_timeout_s=2.0,
-            keepalive_s=5,
+        client = make_client(
+            [broker.port], {"REC-0001": spool}, dock=dock, outbox=ob, retry_max_s=8.0, ack_timeout_s=0.4
         )
         client.start()
         try:
@@ -454,6 +443,7 @@ def test_a_slow_server_is_waited_for_not_flooded_with_resends(
     fleet: Fleet,
     broker: Broker,
     make_responder: Callable[..., Responder],
+    make_client: Callable[..., SyncClient],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -461,8 +451,8 @@ def test_a_slow_server_is_waited_for_not_flooded_with_resends(
     answers later than ``ack_timeout_s``: with a fixed timer the dock resends what is only queued;
     timing the answers (AckDelay) it waits for them. Counted, not timed."""
     spool = fleet.make_spool(tmp_path / "s", "REC-0001", segments=4, size=300_000)
-    adaptive = _sync_against_a_slow_server(fleet, broker, make_responder, spool, tmp_path, "DOCK-01")
+    adaptive = _sync_against_a_slow_server(broker, make_responder, make_client, spool, tmp_path, "DOCK-01")
     monkeypatch.setattr(AckDelay, "timeout", lambda _self, floor: floor)  # the fixed timer, as before
-    fixed = _sync_against_a_slow_server(fleet, broker, make_responder, spool, tmp_path, "DOCK-02")
+    fixed = _sync_against_a_slow_server(broker, make_responder, make_client, spool, tmp_path, "DOCK-02")
     assert fixed > 0  # the stand-in is slow enough for a fixed 0.4 s timer to resend
     assert adaptive < fixed
