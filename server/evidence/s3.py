@@ -344,7 +344,7 @@ class S3BlobStore(BlobStore):
 
     # -- commit ----------------------------------------------------------------------------------
 
-    def commit(self, digest: str) -> int:
+    def commit(self, digest: str, *, tidy_later: bool = False) -> int:  # S3: nothing to set aside
         h = blob_hex(digest)
         with self._sealed_lock:
             known = self._sealed.get(digest)

@@ -97,8 +97,10 @@ class BlobStore(ABC):
         """Bytes durably staged contiguously from 0 (the blob's size once committed; 0 if unknown)."""
 
     @abstractmethod
-    def commit(self, digest: str) -> int:
+    def commit(self, digest: str, *, tidy_later: bool = False) -> int:
         """Verify SHA-256 over the stored bytes and make the blob durable and write-once; returns its size.
+        ``tidy_later``: what is left to clean up (the blob's staging) may wait for ``tidy`` — the ingest
+        answers first; without it, commit cleans up before it returns.
 
         Idempotent: committing a committed blob returns its size. IncompleteError if bytes are missing;
         HashMismatchError (staging discarded) if the bytes do not hash to ``digest``.
@@ -121,8 +123,8 @@ class BlobStore(ABC):
         """Forget every staged chunk of ``digest`` (committed blobs are never touched)."""
 
     def tidy(self) -> None:  # noqa: B027 — a store whose commit sets nothing aside needs nothing here
-        """Remove what commits set aside for later (the staging of blobs they committed), so that the
-        removal waits until their answers are out. Claims nothing; safe to call at any time."""
+        """Remove what commits with ``tidy_later`` set aside (the staging of blobs they committed).
+        Claims nothing; safe to call at any time."""
 
 
 class LocalBlobStore(BlobStore):
@@ -385,7 +387,7 @@ class LocalBlobStore(BlobStore):
 
     # -- commit ----------------------------------------------------------------------------------
 
-    def commit(self, digest: str) -> int:
+    def commit(self, digest: str, *, tidy_later: bool = False) -> int:
         final = self._final(digest)
         # Two workers may finish the same file at once: one links, the other finds the blob there.
         with self._lock(digest, exclusive=True):
@@ -424,6 +426,9 @@ class LocalBlobStore(BlobStore):
             with contextlib.suppress(FileExistsError):
                 os.link(staged, final)
             fsync_dir(final.parent)
+            if not tidy_later:
+                self.discard_staging(digest, durable=False)
+                return size
             # Out of the way now (one rename; not synced: a staging directory found beside its committed
             # blob is dropped again), removed by ``tidy`` once the caller has answered.
             self._complete_unsynced.discard(digest)

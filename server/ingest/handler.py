@@ -780,7 +780,7 @@ class IngestHandler:
         and a pending row, which the next chunk, record or ``have?`` completes (commit is idempotent).
         """
         try:
-            size = self.store.commit(digest)
+            size = self.store.commit(digest, tidy_later=True)  # the worker tidies after answering
         except HashMismatchError as exc:
             with self._transaction() as s:
                 rows = file_records(session=s, digest=digest)

@@ -206,7 +206,7 @@ def test_commit_sets_the_staging_aside_and_tidy_removes_it_later(tmp_path: Path)
     d = _digest(data)
     store.begin(d, len(data))
     store.write_at(d, 0, data)
-    store.commit(d)
+    store.commit(d, tidy_later=True)
     assert not (store.staging / d[7:]).exists()
     aside = list(store.staging.glob(".discard-*"))
     assert len(aside) == 1
@@ -219,13 +219,22 @@ def test_commit_sets_the_staging_aside_and_tidy_removes_it_later(tmp_path: Path)
     e = _digest(data + b"!")
     store.begin(e, len(data) + 1)
     store.write_at(e, 0, data + b"!")
-    store.commit(e)
+    store.commit(e, tidy_later=True)
     left = list(store.staging.glob(".discard-*"))
     assert len(left) == 1
     again = LocalBlobStore(tmp_path / "store", tmp_path / "staging")
     assert not left[0].exists()
     with again.open(e) as f:
         assert f.read() == data + b"!"
+
+    # Without tidy_later (the API's uploads), commit cleans up at once: nothing is left for anyone.
+    g = _digest(data + b"?")
+    again.begin(g, len(data) + 1)
+    again.write_at(g, 0, data + b"?")
+    again.commit(g)
+    assert list(again.staging.iterdir()) == [
+        p for p in again.staging.iterdir() if p.name.startswith(".lock-")
+    ]
 
 
 def test_write_many_flushes_once_and_leaves_a_completing_flush_to_commit(
