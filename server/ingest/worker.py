@@ -296,7 +296,8 @@ class IngestWorker:
         with self._tickets_lock:
             self._tickets.append(ticket)
         self._send_pubacks()
-        self.handler.store.tidy()  # staging of files this batch committed itself (no committer threads)
+        if not self._committers:
+            self.handler.store.tidy()  # staging of files this batch committed itself (no committer threads)
         self.handled += len(batch)
         if self.handler.held_bytes >= self.max_batch_bytes:
             self._release()  # a steady stream still gets its answers (large files, a full window)
