@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,17 @@ def _write_manifests(bag: Path) -> None:
     )
 
 
-def _event(i: int, kind: str, device: str | None, seq: int | None, record_hash: str | None) -> dict[str, Any]:
+def _stamp(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _event(
+    i: int, kind: str, device: str | None, seq: int | None, record_hash: str | None, t0: datetime
+) -> dict[str, Any]:
     return {
         "v": 1,
         "id": i,
-        "time": f"2026-11-27T08:30:{i:02d}.000000Z",
+        "time": _stamp(t0 + timedelta(seconds=i)),
         "kind": kind,
         "code": None,
         "device": device,
@@ -85,12 +92,15 @@ def build_bag(fleet: Fleet, spool: Path, bag: Path) -> None:
     server_key = load_pem_private_key((fleet.ca / "server-signing.key").read_bytes(), None)
     assert isinstance(server_key, Ed25519PrivateKey)
     kid = key_id(server_cert)
+    # Every time the server signs lies within its signing certificate's validity, which began when the
+    # test's CA was made: never a fixed date, which a later day would put outside it.
+    t0 = server_cert.not_valid_before_utc + timedelta(minutes=1)
     first = segs[0][1]
     ann = canonical(
         {
             "v": 1,
             "type": "fieldproof/footage-annotation",
-            "time": "2026-11-27T08:30:00.000000Z",
+            "time": _stamp(t0),
             "user_id": 7,
             "by": "user:li.ming",
             "targets": [{"device": device, "seq": first["seq"], "hash": hashes[first["seq"]]}],
@@ -112,13 +122,13 @@ def build_bag(fleet: Fleet, spool: Path, bag: Path) -> None:
         )
     )
 
-    events = [_event(1, "received", "DOCK-01", None, None)]
+    events = [_event(1, "received", "DOCK-01", None, None, t0)]
     for _, r in segs:
-        events.append(_event(len(events) + 1, "filed", device, r["seq"], hashes[r["seq"]]))
+        events.append(_event(len(events) + 1, "filed", device, r["seq"], hashes[r["seq"]], t0))
     leaves = [leaf_hash(canonical(e)) for e in events]
     root = root_from_leaf_hashes(leaves)
     body = {"v": 1, "log": LOG_NAME, "tree_size": len(leaves), "root_hash": root.hex()}
-    body |= {"time": "2026-11-27T08:31:00.000000Z", "key_id": kid}
+    body |= {"time": _stamp(t0 + timedelta(minutes=1)), "key_id": kid}
     checkpoint = {k: body[k] for k in ("tree_size", "root_hash", "time", "key_id")}
     checkpoint["signature"] = base64.b64encode(server_key.sign(CHECKPOINT_CONTEXT + canonical(body))).decode()
     (data / "custody-log").mkdir()

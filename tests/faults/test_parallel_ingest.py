@@ -22,7 +22,7 @@ from tests.faults.postgres import running_postgres
 from tests.server.conftest import Postgres
 
 DOCKS = 10
-SEGMENTS = 3
+SEGMENTS = 6  # 120 MiB: long enough (over a second at 80 MB/s) for the kill to land mid-sync
 SEGMENT_BYTES = 2 * MIB
 
 
