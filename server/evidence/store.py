@@ -42,6 +42,7 @@ from server.errors import (
     NotStagedError,
     StoreError,
 )
+from server.evidence import directio
 
 _DIGEST_RE: Final = re.compile(r"sha256:([0-9a-f]{64})")
 _PART_RE: Final = re.compile(r"(\d{13})\.(\d{10})")
@@ -140,11 +141,14 @@ class LocalBlobStore(BlobStore):
     file once it is being committed.
     """
 
-    def __init__(self, root: Path, staging: Path) -> None:
+    def __init__(self, root: Path, staging: Path, *, direct_io: bool | None = None) -> None:
+        """``direct_io``: stage and hash back with ``O_DIRECT`` (server/evidence/directio.py); None (the
+        default): wherever the staging directory's file system allows it."""
         self.root = root
         self.staging = staging
         make_dir(root, mode=0o750)
         make_dir(staging, mode=0o750)
+        self.direct_io = directio.supported(staging) if direct_io is None else direct_io
         # The 256 first-level directories made once, here: a commit then makes at most ``aa/bb`` (one
         # mkdir and one directory sync fewer per blob while the store is young).
         for n in range(256):
@@ -323,18 +327,27 @@ class LocalBlobStore(BlobStore):
             written = [(o, len(v)) for o, v in todo]
             if not todo and (not flush or not unflushed):
                 return min(size, self._contiguous(marked))
+            path = self._stage(digest) / _DATA
             try:
-                fd = os.open(self._stage(digest) / _DATA, os.O_WRONLY)
+                fd = os.open(path, os.O_WRONLY)
             except FileNotFoundError:
                 self._unflushed.pop(digest, None)
                 raise NotStagedError(
                     f"staging of {digest} was discarded meanwhile; announce it again"
                 ) from None
+            dfd = -1
             try:
                 for offset, view in todo:
-                    while view:
-                        n = os.pwrite(fd, view, offset)
-                        view, offset = view[n:], offset + n
+                    start, end = directio.whole_pages(offset, len(view)) if self.direct_io else (0, 0)
+                    if start >= end:
+                        directio.pwrite_all(fd, view, offset)
+                        continue
+                    # The whole pages past the page cache; the edges (a file's last bytes) through it.
+                    if dfd < 0:
+                        dfd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+                    directio.pwrite_direct(dfd, view[start - offset : end - offset], start, fallback_fd=fd)
+                    directio.pwrite_all(fd, view[: start - offset], offset)
+                    directio.pwrite_all(fd, view[end - offset :], end)
                 if defer_complete and self._contiguous(covered) >= size:
                     # Complete: commit comes next and syncs the file before it hashes; markers
                     # would only be flushed to be deleted. Nothing is claimed for these bytes.
@@ -349,6 +362,8 @@ class LocalBlobStore(BlobStore):
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
+                if dfd >= 0:
+                    os.close(dfd)
             written = _merge([*self._unflushed.pop(digest, []), *written])
             # ... then (before the first marker) the staging directory itself ...
             if not marked:
@@ -412,8 +427,8 @@ class LocalBlobStore(BlobStore):
             finally:
                 os.close(fd)
             # The check is over the bytes as stored, read back from the file — not over what we meant
-            # to write.
-            actual, length = file_digest(staged)
+            # to write; with direct I/O, from the disk itself, not from the page cache.
+            actual, length = directio.file_sha256(staged) if self.direct_io else file_digest(staged)
             if actual != digest or length != size:
                 self.discard_staging(digest)
                 raise HashMismatchError(

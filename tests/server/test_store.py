@@ -4,7 +4,9 @@ and durability in the right order."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+import random
 import threading
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from server.errors import (
     NotStagedError,
     StoreError,
 )
+from server.evidence import directio
 from server.evidence.store import LocalBlobStore
 
 
@@ -25,9 +28,12 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> LocalBlobStore:
-    return LocalBlobStore(tmp_path / "store", tmp_path / "data" / "staging")
+@pytest.fixture(params=[True, False], ids=["direct-io", "page-cache"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> LocalBlobStore:
+    """Both ways of staging: O_DIRECT (where the file system allows it: the default) and the page cache."""
+    if request.param and not directio.supported(tmp_path):
+        pytest.skip("this file system refuses O_DIRECT")  # not on the test machines' ext4 and tmpfs
+    return LocalBlobStore(tmp_path / "store", tmp_path / "data" / "staging", direct_io=request.param)
 
 
 def test_commit_makes_a_write_once_blob(store: LocalBlobStore, tmp_path: Path) -> None:
@@ -259,3 +265,76 @@ def test_write_many_flushes_once_and_leaves_a_completing_flush_to_commit(
     assert store.commit(d) == len(data)  # commit syncs, hashes the stored bytes and links them
     with store.open(d) as f:
         assert f.read() == data
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_chunks_at_any_offsets_and_lengths_make_the_same_blob(store: LocalBlobStore, seed: int) -> None:
+    """Chunks cut at random places — most of them not on page boundaries — written out of order, some
+    twice: direct I/O takes their whole pages, the page cache their edges; the blob is byte for byte
+    what was sent."""
+    rng = random.Random(seed)
+    data = rng.randbytes(rng.randrange(1, 3 * 1024 * 1024))
+    d = _digest(data)
+    cuts = sorted({0, len(data), *(rng.randrange(len(data)) for _ in range(rng.randrange(0, 12)))})
+    chunks = [(a, data[a:b]) for a, b in itertools.pairwise(cuts)]
+    rng.shuffle(chunks)
+    chunks += rng.sample(chunks, k=min(2, len(chunks)))
+    store.begin(d, len(data))
+    for i in range(0, len(chunks), 3):
+        store.write_many(d, chunks[i : i + 3])
+    assert store.commit(d) == len(data)
+    with store.open(d) as f:
+        assert f.read() == data
+
+
+def test_the_staged_bytes_go_to_the_disk_and_are_hashed_back_from_it_with_o_direct(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the file system allows it (the default), a chunk's whole pages are written, and the file is
+    read back for its hash check, through descriptors opened with O_DIRECT; a file system that refuses
+    O_DIRECT gets plain reads and writes, and the same blob."""
+    if not directio.supported(tmp_path):
+        pytest.skip("this file system refuses O_DIRECT")
+    store = LocalBlobStore(tmp_path / "store", tmp_path / "staging")
+    assert store.direct_io is True
+    opened: list[tuple[str, int]] = []
+    real_open = os.open
+
+    def spy(path: object, flags: int, *args: object, **kw: object) -> int:
+        opened.append((str(path), flags))
+        return real_open(path, flags, *args, **kw)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(os, "open", spy)
+    data = os.urandom(1024 * 1024 + 123)  # a whole MiB of pages and 123 bytes that are not a page
+    d = _digest(data)
+    store.begin(d, len(data))
+    store.write_at(d, 0, data)
+    staged = str(store.staging / d[7:] / "data")
+    direct = [
+        flags & (os.O_WRONLY | os.O_RDONLY | os.O_RDWR)
+        for p, flags in opened
+        if p == staged and flags & os.O_DIRECT
+    ]
+    assert direct == [os.O_WRONLY], opened
+    opened.clear()
+    assert store.commit(d) == len(data)
+    reads = [
+        flags & (os.O_ACCMODE | os.O_DIRECT) for p, flags in opened if p == staged and not flags & os.O_WRONLY
+    ]
+    assert os.O_RDONLY | os.O_DIRECT in reads, opened  # the hash check's read (the other: commit's fsync)
+    with store.open(d) as f:
+        assert f.read() == data
+
+    # A file system that refuses O_DIRECT (EINVAL at open, as some FUSE mounts do): plain I/O.
+    def refuse(path: object, flags: int, *args: object, **kw: object) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real_open(path, flags, *args, **kw)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(os, "open", refuse)
+    plain = LocalBlobStore(tmp_path / "store2", tmp_path / "staging2")
+    assert plain.direct_io is False
+    e = _digest(data[::-1])
+    plain.begin(e, len(data))
+    plain.write_at(e, 0, data[::-1])
+    assert plain.commit(e) == len(data)
