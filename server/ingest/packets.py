@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ssl
 import threading
-from typing import Final
+from typing import Any, Final
 
 import paho.mqtt._packet as paho_packet
 import paho.mqtt.client as mqtt
@@ -91,49 +91,79 @@ def install() -> None:
     paho_packet.decode_publish = decode_publish_once
 
 
-#: Reads asked for more than this go through ``ReadIntoClient``'s buffer (a chunk's body); smaller
-#: ones (fixed headers, acks, records of a few KiB) as paho reads them.
+#: Packet bodies larger than this are read by ``ReadIntoClient`` into a buffer of their own (a chunk's);
+#: smaller ones (fixed headers, acks, records of a few KiB) as paho reads them.
 _BIG_READ: Final = 64 * 1024
 
 
+class _Whole:
+    """A packet body ``ReadIntoClient`` read whole: paho sees its length, and its ``+=`` adopts it."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytearray) -> None:
+        self.body = body
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+
+class _Adopting(bytearray):
+    """The empty packet buffer paho appends a body to: ``+=`` of a ``_Whole`` hands back that body itself."""
+
+    def __iadd__(self, other: Any) -> Any:
+        if isinstance(other, _Whole) and not self:
+            return other.body
+        return super().__iadd__(other)
+
+
 class ReadIntoClient(mqtt.Client):
-    """paho's client, reading a large packet body into one buffer it keeps.
+    """paho's client, reading a large packet's body straight into a buffer of its own, never copied.
 
     paho reads a packet's body with ``recv(remaining)`` in a loop: over TLS each call returns one record
     (16 KiB), for which CPython first allocates a bytes object of the whole remaining size, and paho
-    appends each piece to the packet's bytearray, which grows (and is copied) many times — about 14 %
-    of the ingest's time holding the GIL at 1 MiB chunks (py-spy, bench/sync_bench.py). Here one
-    read takes everything the socket has, up to what paho asked for, into a buffer decrypted into in
-    place (``recv_into``); paho's append then copies it once. Same bytes, same errors as paho's own
-    ``_sock_recv``; the returned view is valid until the next read, and paho copies it at once.
+    appends each piece to the packet's bytearray, which grows (and is copied) as it goes — with the
+    GIL held: measured with py-spy on bench/sync_bench.py, that append alone was 14 % of the time the
+    ingest held the GIL. Here a body over ``_BIG_READ`` is read with ``recv_into`` into a bytearray of
+    exactly its size, across as many reads as it takes (paho is told "nothing yet" until it is whole),
+    and then handed to paho as the packet itself: no append, no copy. The chunk's payload is later a
+    view of that buffer (``views_in_this_thread``). Same bytes, same errors as paho's ``_sock_recv``.
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._read_buffer = bytearray(_BIG_READ)
+        self._body: bytearray | None = None
+        self._body_got = 0
+        self._body_for: object = None  # the paho packet state (a dict, new per packet) it belongs to
 
-    def _sock_recv(self, bufsize: int) -> bytes:
+    def _sock_recv(self, bufsize: int) -> Any:
         sock = self._sock
-        if bufsize <= _BIG_READ or sock is None:
+        state = self._in_packet
+        if bufsize <= _BIG_READ or sock is None or state["packet"]:
             return super()._sock_recv(bufsize)
-        if len(self._read_buffer) < bufsize:
-            self._read_buffer = bytearray(bufsize)
-        view = memoryview(self._read_buffer)
-        got = 0
+        if self._body is None or self._body_for is not state or len(self._body) != bufsize:
+            self._body, self._body_got, self._body_for = bytearray(bufsize), 0, state
+        body = self._body
+        got = self._body_got
         try:
-            while got < bufsize:
-                n = sock.recv_into(view[got:bufsize])
-                if not n:
-                    break  # closed: what came so far now, an empty read next time
-                got += n
-        except ssl.SSLWantReadError as err:
-            if not got:
-                raise BlockingIOError() from err
-        except ssl.SSLWantWriteError as err:
-            if not got:
+            with memoryview(body) as view:
+                while got < bufsize:
+                    n = sock.recv_into(view[got:])
+                    if not n:  # closed mid-packet: paho's empty read, and this body is dropped
+                        self._body, self._body_for = None, None
+                        return b""
+                    got += n
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError) as err:
+            if got > self._body_got:
+                with self._msgtime_mutex:
+                    self._last_bytes_received = mqtt.time_func()
+            self._body_got = got
+            if isinstance(err, ssl.SSLWantWriteError):
                 self._call_socket_register_write()
-                raise BlockingIOError() from err
-        except BlockingIOError:
-            if not got:
-                raise
-        return view[:got]  # type: ignore[return-value]  # paho only takes len() and appends it
+            raise BlockingIOError() from err  # paho: "nothing yet", and it asks again with the same size
+        except OSError:
+            self._body, self._body_for = None, None
+            raise
+        self._body, self._body_for = None, None
+        state["packet"] = _Adopting()  # paho's next ``packet += data`` takes the body as the packet
+        return _Whole(body)

@@ -17,8 +17,10 @@ the network thread waits (TCP back-pressure on the broker) until the handler cat
 Throughput (docs/server-ingest.md, "Throughput"): chunks already queued behind a chunk are handled as
 one batch (one flush per file, every chunk answered with what is then durable), and a file that a
 batch completes is committed — synced, hashed back, linked, filed — on a second thread, the committer,
-while this thread goes on with the next messages. PUBACKs still leave in arrival order: a batch's
-wait for the committer if an earlier batch's file is still being committed.
+while this thread goes on with the next messages. Records are checked and filed on a third thread,
+the records thread (several batches that queued up meanwhile in one transaction), while this thread
+goes on writing chunks. PUBACKs still leave in arrival order: a batch's wait for the committer or the
+records thread if an earlier batch is still being committed or filed.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ MAX_BATCH_RECORDS: Final = 64
 MAX_COMMITS_AHEAD: Final = 4
 #: Committer threads (files committed at the same time).
 COMMITTERS: Final = 2
+#: Record batches waiting for the records thread before the worker's thread waits too.
+MAX_RECORD_BATCHES_AHEAD: Final = 16
 #: How long held chunks wait for more messages before they are flushed and answered (seconds).
 _LINGER: Final = 0.003
 #: The network thread waits at most this long at a time, so paho still answers keepalives between.
@@ -143,6 +147,11 @@ class IngestWorker:
         self._held: _Incoming | None = None  # taken from the queue while batching, handled next
         self._committers: list[threading.Thread] = []
         self._commits: queue.Queue[tuple[Completion, _Ticket] | None] = queue.Queue(MAX_COMMITS_AHEAD)
+        self._recorder: threading.Thread | None = None  # the records thread, while ``run`` runs
+        self._records: queue.Queue[tuple[list[tuple[str, bytes]], _Ticket] | None] = queue.Queue(
+            MAX_RECORD_BATCHES_AHEAD
+        )
+        self._records_failed: BaseException | None = None
         self._tickets: collections.deque[_Ticket] = collections.deque()
         self._tickets_lock = threading.Lock()
         self._release_event = threading.Event()  # set when the chunks held so far are answered
@@ -230,6 +239,8 @@ class IngestWorker:
     def process_one(self, timeout: float = 0.2) -> bool:
         """Handle the next message — with the chunks queued right behind it, as one batch — if one
         comes within ``timeout``; True when something was handled."""
+        if self._records_failed is not None:
+            raise RuntimeError("the records thread failed; the worker stops") from self._records_failed
         if self._held is not None:
             item, self._held = self._held, None
         else:
@@ -265,6 +276,9 @@ class IngestWorker:
                 break
             batch.append(nxt)
             size += len(nxt.payload)
+        if kind == "record" and self._recorder is not None:
+            self._hand_records_over(batch, size)
+            return True
         completion = None
         held_before = self.handler.held_chunks
         try:
@@ -302,6 +316,51 @@ class IngestWorker:
         if self.handler.held_bytes >= self.max_batch_bytes:
             self._release()  # a steady stream still gets its answers (large files, a full window)
         return True
+
+    def _hand_records_over(self, batch: list[_Incoming], size: int) -> None:
+        """Records go to the records thread, which checks and files them while this thread goes on
+        writing chunks; their PUBACKs wait (in order) for its answers. The dock sends a file's chunks
+        only after its record was answered ``pending``, so no chunk overtakes the record it needs."""
+        ticket = _Ticket([(b.mid, b.qos, b.connection) for b in batch if b.qos > 0], done=threading.Event())
+        with self._tickets_lock:
+            self._tickets.append(ticket)
+        with self._backlog:
+            self.backlog_bytes -= size
+            self._backlog.notify_all()
+        self._records.put(([(b.topic, b.payload) for b in batch], ticket))  # waits while it is behind
+        self.handled += len(batch)
+
+    def _handle_records(self) -> None:
+        """The records thread: record batches, several that queued up at once in one transaction (one
+        commit and one sync for them all); then their answers, then their PUBACKs. If handling fails,
+        nothing of those batches is PUBACKed (the broker delivers them again) and the worker stops."""
+        stopping = False
+        while not stopping:
+            job = self._records.get()
+            if job is None:
+                return
+            jobs = [job]
+            count = len(job[0])
+            while count < MAX_BATCH_RECORDS:
+                try:
+                    more = self._records.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                jobs.append(more)
+                count += len(more[0])
+            try:
+                self._publish(self.handler.handle_records([m for messages, _ in jobs for m in messages]))
+            except BaseException as exc:
+                log.exception("cannot handle %d records; the worker stops", count)
+                self._records_failed = exc
+                return
+            for _, ticket in jobs:
+                assert ticket.done is not None
+                ticket.done.set()
+            self._send_pubacks()
 
     def _release(self) -> None:
         """Flush and answer the chunks the handler holds; then the PUBACKs that waited for them."""
@@ -365,11 +424,18 @@ class IngestWorker:
         ]
         for t in self._committers:
             t.start()
+        # Records on a thread of their own: their checks, rows and commit overlap the chunks' writes.
+        self._recorder = threading.Thread(target=self._handle_records, name="ingest-records", daemon=True)
+        self._recorder.start()
         self.client.loop_start()
         try:
             while not stop.is_set():
                 self.process_one()
         finally:
+            if self._recorder.is_alive():  # (a failed one consumes nothing more)
+                self._records.put(None)
+                self._recorder.join()
+            self._recorder = None
             if self._release_owed or self.handler.holding:
                 self._release()
             for _ in self._committers:

@@ -219,3 +219,93 @@ def test_held_chunks_of_a_file_another_worker_completed_get_the_files_answers(
             assert events_for(session=s, kind="error") == []
     finally:
         engine.dispose()
+
+
+def test_records_handed_to_the_records_thread_are_pubacked_in_order_after_their_answers(
+    tmp_path: Path, fleet: Fleet, settings: ServerSettings
+) -> None:
+    """With the records thread running (as ``run`` starts it), the worker's thread hands record batches
+    over and goes on: a later message's PUBACK waits for the records' answers; batches that queued up
+    meanwhile are filed together; the answers come before the PUBACKs."""
+    from server.ingest.worker import _Incoming
+
+    keys = dict(AckSigner.from_ca_dir(fleet.ca).public_keys)
+    worker = IngestWorker(settings, client_id="test-records-thread")
+    events: list[tuple[str, Any]] = []
+
+    class _Ordered(_Client):
+        def ack(self, mid: int, qos: int) -> None:
+            events.append(("puback", mid))
+            super().ack(mid, qos)
+
+        def publish(self, topic: str, payload: bytes, qos: int = 0) -> Any:
+            events.append(("answer", topic))
+            return super().publish(topic, payload, qos)
+
+    client = _Ordered()
+    worker.client = client  # type: ignore[assignment]
+    spool = fleet.make_spool(tmp_path / "spool", segments=3, size=CHUNK)
+    lines = [line for line, _ in spool_records(spool)]
+    conn = worker._connection
+    worker._recorder = threading.Thread(target=lambda: None)  # hand over, but nobody takes them yet
+    worker.queue.put(
+        _Incoming(
+            UP + "record", record_message("REC-0001", lines[0], [fleet.cert("REC-0001")]), None, 1, 1, conn
+        )
+    )
+    assert worker.process_one(0.01)
+    for mid, line in enumerate(lines[1:], start=2):
+        worker.queue.put(_Incoming(UP + "record", record_message("REC-0001", line), None, 1, mid, conn))
+    worker.queue.put(_Incoming(UP + "have", b"{}", None, 1, 99, conn))  # anything else, after them
+    assert worker.process_one(0.01)  # the rest of the records: handed over too
+    assert worker.process_one(0.01)  # the have?: handled here, its PUBACK owed behind the records'
+    assert client.pubacks == []
+    assert worker._records.qsize() == 2
+    worker._records.put(None)
+    worker._handle_records()  # the records thread: both batches in one go, then stops
+    acks = _acks(client.published, keys)
+    assert sorted(a["seq"] for a in acks if a.get("seq") is not None) == list(range(len(lines)))
+    assert client.pubacks == [*range(1, len(lines) + 1), 99]
+    last_answer = max(i for i, e in enumerate(events) if e[0] == "answer" and e[1].endswith("/ack"))
+    first_puback = min(i for i, e in enumerate(events) if e[0] == "puback")
+    assert last_answer < first_puback  # every record answered before any of their PUBACKs
+    worker.engine.dispose()
+
+
+def test_a_failing_records_thread_pubacks_nothing_of_its_batch_and_stops_the_worker(
+    tmp_path: Path, fleet: Fleet, settings: ServerSettings
+) -> None:
+    """A batch the records thread cannot handle (the database gone, say) is not PUBACKed — the broker
+    delivers it again, to this worker restarted or another — and the worker's thread stops."""
+    import pytest
+
+    from server.ingest.worker import _Incoming
+
+    worker = IngestWorker(settings, client_id="test-records-fail")
+    client = _Client()
+    worker.client = client  # type: ignore[assignment]
+    spool = fleet.make_spool(tmp_path / "spool", segments=1, size=CHUNK)
+    (l0, _) = spool_records(spool)[0]
+    worker._recorder = threading.Thread(target=lambda: None)
+    worker.queue.put(
+        _Incoming(
+            UP + "record",
+            record_message("REC-0001", l0, [fleet.cert("REC-0001")]),
+            None,
+            1,
+            1,
+            worker._connection,
+        )
+    )
+    assert worker.process_one(0.01)
+
+    def broken(_messages: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    worker.handler.handle_records = broken  # type: ignore[method-assign]
+    worker._handle_records()  # returns: it failed
+    assert client.pubacks == []
+    assert client.published == []
+    with pytest.raises(RuntimeError, match="records thread failed"):
+        worker.process_one(0.01)
+    worker.engine.dispose()

@@ -106,7 +106,8 @@ def test_a_thread_that_asks_for_views_gets_the_packet_s_own_bytes_others_get_byt
 
 def _received_through(port: int, tls: dict[str, str] | None, publisher_tls: dict[str, str] | None) -> None:
     """Payloads around the big-read threshold, published through a real Mosquitto, arrive whole at a
-    ReadIntoClient: what it reads into its buffer is what paho would have read."""
+    ReadIntoClient: what it reads into its buffer is what paho would have read; and every body over the
+    threshold became the packet itself (adopted by paho's append, not copied into paho's buffer)."""
     import queue
     import threading
 
@@ -128,6 +129,15 @@ def _received_through(port: int, tls: dict[str, str] | None, publisher_tls: dict
     sub.on_connect = lambda c, *_a: c.subscribe(topic, qos=1)
     sub.on_subscribe = lambda *_a: subscribed.set()
     sub.on_message = lambda _c, _u, msg: got.put(bytes(msg.payload))
+    adopted: list[int] = []
+    real_iadd = packets._Adopting.__iadd__
+
+    def counting(self: Any, other: Any) -> Any:
+        if isinstance(other, packets._Whole):
+            adopted.append(len(other))
+        return real_iadd(self, other)
+
+    packets._Adopting.__iadd__ = counting  # type: ignore[method-assign]
     sub.connect("127.0.0.1", port)
     sub.loop_start()
     try:
@@ -139,7 +149,10 @@ def _received_through(port: int, tls: dict[str, str] | None, publisher_tls: dict
         received = [got.get(timeout=10) for _ in payloads]
         assert [len(r) for r in received] == sizes
         assert received == payloads
+        # Bodies over 64 KiB (each payload of 64 KiB or more, with its topic and properties) were adopted.
+        assert len(adopted) == sum(1 for n in sizes if n >= 64 * 1024), adopted
     finally:
+        packets._Adopting.__iadd__ = real_iadd  # type: ignore[method-assign]
         pub.loop_stop()
         pub.disconnect()
         sub.loop_stop()
