@@ -28,12 +28,9 @@ class FileConflictError(ServerError):
 def announce_file(*, session: Session, digest: str, size: int, now: datetime) -> str:
     """The file row for ``digest`` (created pending); its status. FileConflictError if it is held with
     another size."""
-    insert_ignore(
-        session,
-        EvidenceFile,
-        {"digest": digest, "size": size, "status": "pending", "announced_at": now},
-        "digest",
-    )
+    values = {"digest": digest, "size": size, "status": "pending", "announced_at": now}
+    if insert_ignore(session, EvidenceFile, values, "digest"):
+        return "pending"  # new: the row is what was just written (one statement, not two)
     files = EvidenceFile.__table__.c
     held_size, status = session.execute(select(files.size, files.status).where(files.digest == digest)).one()
     if held_size != size:

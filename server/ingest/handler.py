@@ -154,6 +154,9 @@ class IngestHandler:
         self.actor = actor
         self._last_have: dict[str, float] = {}
         self._seen: dict[str, float] = {}  # device → when this worker last touched its row
+        # Signing certificates this worker has committed (learn_certificate): a dock sends a recorder's
+        # certificate with its records, and storing it again per record is a statement each for nothing.
+        self._learnt_keys: set[str] = set()
         self._held: dict[str, list[_Accepted]] = {}  # digest → chunks written, awaiting release()
         self._held_bytes = 0
         self._held_count = 0
@@ -407,7 +410,7 @@ class IngestHandler:
             body=body,
             key_id=kid,
             key_detail=judged.key.detail,
-            learn_pem=judged.pem if msg.certs else None,
+            learn_pem=judged.pem if msg.certs and kid not in self._learnt_keys else None,
             device_role=self.registry.role(facts.device),
             dock=dock,
             dock_role=self.registry.role(dock),
@@ -423,6 +426,10 @@ class IngestHandler:
 
     def _accepted(self, p: _Prepared, acc: Acceptance) -> list[Outgoing]:
         """The answer to a record whose transaction is committed."""
+        if acc.new and p.incoming.learn_pem is not None:  # its certificate is in the table now
+            if len(self._learnt_keys) > 10_000:
+                self._learnt_keys.clear()
+            self._learnt_keys.add(p.incoming.key_id)
         if acc.new:  # the device rows exist and were touched now
             self._note_seen(
                 *(d for d in (p.incoming.facts.device, p.dock) if d not in p.incoming.seen_recently)
