@@ -17,6 +17,7 @@ called ``views_in_this_thread``, not copied at all (a ``memoryview``). Idempoten
 from __future__ import annotations
 
 import ssl
+import sys
 import threading
 from typing import Any, Final
 
@@ -96,12 +97,18 @@ def install() -> None:
 _BIG_READ: Final = 64 * 1024
 
 
+#: Body buffers a ``ReadIntoClient`` keeps for reuse, at most (each at least ``_MIN_CAPACITY``).
+_POOL_MAX: Final = 96
+#: A kept buffer's least size: a 1 MiB chunk's body (payload, topic, properties) and room to spare.
+_MIN_CAPACITY: Final = 1024 * 1024 + 64 * 1024
+
+
 class _Whole:
     """A packet body ``ReadIntoClient`` read whole: paho sees its length, and its ``+=`` adopts it."""
 
     __slots__ = ("body",)
 
-    def __init__(self, body: bytearray) -> None:
+    def __init__(self, body: memoryview) -> None:
         self.body = body
 
     def __len__(self) -> int:
@@ -125,28 +132,49 @@ class ReadIntoClient(mqtt.Client):
     appends each piece to the packet's bytearray, which grows (and is copied) as it goes — with the
     GIL held: measured with py-spy on bench/sync_bench.py, that append alone was 14 % of the time the
     ingest held the GIL. Here a body over ``_BIG_READ`` is read with ``recv_into`` into a bytearray of
-    exactly its size, across as many reads as it takes (paho is told "nothing yet" until it is whole),
-    and then handed to paho as the packet itself: no append, no copy. The chunk's payload is later a
-    view of that buffer (``views_in_this_thread``). Same bytes, same errors as paho's ``_sock_recv``.
+    its own, across as many reads as it takes (paho is told "nothing yet" until it is whole), and then
+    handed to paho as the packet itself (a view of exactly its bytes): no append, no copy. The chunk's
+    payload is later a view of that buffer (``views_in_this_thread``). Same bytes, same errors as
+    paho's ``_sock_recv``.
+
+    The buffers are kept and used again once nothing refers to them any more — no view of a payload
+    waiting to be written, held or hashed: CPython's reference count says so exactly. A new bytearray
+    per packet was the next cost (py-spy, GIL held: 23 %, zero-filling and faulting in 1 MiB each time).
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._body: bytearray | None = None
+        self._body: bytearray | None = None  # the buffer being filled, ``_body_size`` bytes of it
+        self._body_size = 0
         self._body_got = 0
         self._body_for: object = None  # the paho packet state (a dict, new per packet) it belongs to
+        self._pool: list[bytearray] = []
+
+    def _take_buffer(self, size: int) -> bytearray:
+        """A kept buffer of at least ``size`` bytes that nothing refers to any more, or a new one."""
+        for buf in self._pool:
+            # Free when only the pool holds it: references from the list, from ``buf`` here and from
+            # getrefcount's own argument. A view of it anywhere (a payload) holds one more.
+            if len(buf) >= size and sys.getrefcount(buf) == 3:
+                return buf
+        buf = bytearray(max(_MIN_CAPACITY, size))
+        if len(self._pool) < _POOL_MAX:
+            self._pool.append(buf)
+        return buf
 
     def _sock_recv(self, bufsize: int) -> Any:
         sock = self._sock
         state = self._in_packet
         if bufsize <= _BIG_READ or sock is None or state["packet"]:
             return super()._sock_recv(bufsize)
-        if self._body is None or self._body_for is not state or len(self._body) != bufsize:
-            self._body, self._body_got, self._body_for = bytearray(bufsize), 0, state
+        if self._body is None or self._body_for is not state or self._body_size != bufsize:
+            self._body = None  # (a body of a packet paho dropped: its buffer is free again)
+            self._body = self._take_buffer(bufsize)
+            self._body_size, self._body_got, self._body_for = bufsize, 0, state
         body = self._body
         got = self._body_got
         try:
-            with memoryview(body) as view:
+            with memoryview(body)[:bufsize] as view:
                 while got < bufsize:
                     n = sock.recv_into(view[got:])
                     if not n:  # closed mid-packet: paho's empty read, and this body is dropped
@@ -166,4 +194,4 @@ class ReadIntoClient(mqtt.Client):
             raise
         self._body, self._body_for = None, None
         state["packet"] = _Adopting()  # paho's next ``packet += data`` takes the body as the packet
-        return _Whole(body)
+        return _Whole(memoryview(body)[:bufsize])

@@ -188,3 +188,30 @@ def test_read_into_client_receives_what_was_published_over_plain_tcp(tmp_path: A
         _received_through(port, None, None)
     finally:
         b.stop()
+
+
+def test_a_body_buffer_is_used_again_only_once_nothing_refers_to_it() -> None:
+    """ReadIntoClient keeps its body buffers: one is handed out again only when no view of it is left
+    anywhere (a chunk's payload waiting to be written, held, hashed) — never under a payload in use."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = packets.ReadIntoClient(CallbackAPIVersion.VERSION2, client_id="pool-test", protocol=mqtt.MQTTv5)
+    first = client._take_buffer(1 << 20)
+    first_id = id(first)
+    payload = memoryview(first)[100:200]  # a chunk's payload, still to be written
+    del first
+    second = client._take_buffer(1 << 20)
+    assert id(second) != first_id  # the first is still under a payload
+    second_id = id(second)
+    del second
+    third = client._take_buffer(1 << 20)
+    assert id(third) == second_id  # nothing refers to the second any more
+    payload.release()
+    del payload
+    fourth = client._take_buffer(1 << 20)
+    assert id(fourth) == first_id  # the payload is gone: the first is free again
+    big = client._take_buffer(3 << 20)  # larger than any kept: a new one, of that size
+    assert len(big) >= 3 << 20
+    assert id(big) not in (first_id, second_id)
+    assert len(client._pool) == 3
