@@ -167,6 +167,10 @@ class LocalBlobStore(BlobStore):
         # only, like the above: nothing is claimed for them until ``flush``; a process that dies with
         # some leaves bytes that no marker counts, which are simply received again.
         self._unflushed: dict[str, list[tuple[int, int]]] = {}
+        # The bytes of those ranges, not yet written at all (views of the caller's buffers): stage_many
+        # keeps them here and the flush or commit that follows writes them — for a file the same batch
+        # completes, the commit on the caller's committer thread, not the thread receiving the chunks.
+        self._unwritten: dict[str, list[tuple[int, memoryview]]] = {}
 
     # -- paths -----------------------------------------------------------------------------------
 
@@ -305,7 +309,7 @@ class LocalBlobStore(BlobStore):
     ) -> int:
         with self._lock(digest, exclusive=False):
             if self.exists(digest):
-                self._unflushed.pop(digest, None)
+                self._forget(digest)
                 return self.size(digest)  # committed: nothing more to receive
             size = self._announced(digest)
             if size is None:
@@ -316,7 +320,7 @@ class LocalBlobStore(BlobStore):
             # Staged bytes are never written again: idempotent by (digest, offset), and a chunk resent
             # with other bytes cannot change what was already counted.
             marked = self._parts(digest)
-            # Written here before, not yet flushed: not written again, flushed with these.
+            # Taken here before, not yet flushed: not taken again, flushed with these.
             unflushed = self._unflushed.get(digest, [])
             covered = sorted([*marked, *unflushed])
             todo: list[tuple[int, memoryview]] = []
@@ -325,45 +329,41 @@ class LocalBlobStore(BlobStore):
                     todo.append((start, memoryview(data)[start - offset : end - offset]))
                     covered = sorted([*covered, (start, end - start)])
             written = [(o, len(v)) for o, v in todo]
-            if not todo and (not flush or not unflushed):
+            if not flush:
+                # Not claimed, and not even written yet: kept for the flush or the commit that follows
+                # (counted only once a flush has written, synced and marked them).
+                if todo:
+                    self._unwritten.setdefault(digest, []).extend(todo)
+                    self._unflushed[digest] = _merge([*unflushed, *written])
+                if defer_complete and self._contiguous(covered) >= size:
+                    self._complete_unsynced.add(digest)  # commit comes next: it writes and syncs them
+                    return size
                 return min(size, self._contiguous(marked))
-            path = self._stage(digest) / _DATA
+            pieces = [*self._unwritten.pop(digest, []), *todo]
+            if not pieces and not unflushed:
+                return min(size, self._contiguous(marked))
             try:
-                fd = os.open(path, os.O_WRONLY)
+                self._pwrite_pieces(self._stage(digest) / _DATA, pieces, sync=False)
             except FileNotFoundError:
-                self._unflushed.pop(digest, None)
+                self._forget(digest)
                 raise NotStagedError(
                     f"staging of {digest} was discarded meanwhile; announce it again"
                 ) from None
-            dfd = -1
+            except BaseException:
+                self._forget(digest)  # nothing of these was claimed: they are simply received again
+                raise
+            if defer_complete and self._contiguous(covered) >= size:
+                # Complete: commit comes next and syncs the file before it hashes; markers would only
+                # be flushed to be deleted. Nothing is claimed for these bytes.
+                self._complete_unsynced.add(digest)
+                self._unflushed[digest] = _merge([*unflushed, *written])
+                return size
+            # Durable before it counts: first the bytes ...
+            fd = os.open(self._stage(digest) / _DATA, os.O_WRONLY)
             try:
-                for offset, view in todo:
-                    start, end = directio.whole_pages(offset, len(view)) if self.direct_io else (0, 0)
-                    if start >= end:
-                        directio.pwrite_all(fd, view, offset)
-                        continue
-                    # The whole pages past the page cache; the edges (a file's last bytes) through it.
-                    if dfd < 0:
-                        dfd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-                    directio.pwrite_direct(dfd, view[start - offset : end - offset], start, fallback_fd=fd)
-                    directio.pwrite_all(fd, view[: start - offset], offset)
-                    directio.pwrite_all(fd, view[end - offset :], end)
-                if defer_complete and self._contiguous(covered) >= size:
-                    # Complete: commit comes next and syncs the file before it hashes; markers
-                    # would only be flushed to be deleted. Nothing is claimed for these bytes.
-                    self._complete_unsynced.add(digest)
-                    self._unflushed.pop(digest, None)
-                    return size
-                if not flush:
-                    # Not claimed: counted only once a flush has synced and marked them.
-                    self._unflushed[digest] = _merge([*unflushed, *written])
-                    return min(size, self._contiguous(marked))
-                # Durable before it counts: first the bytes ...
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
-                if dfd >= 0:
-                    os.close(dfd)
             written = _merge([*self._unflushed.pop(digest, []), *written])
             # ... then (before the first marker) the staging directory itself ...
             if not marked:
@@ -379,6 +379,36 @@ class LocalBlobStore(BlobStore):
             # (commit is idempotent, so two who both see it are harmless).
             return min(size, self._contiguous(self._parts(digest)))
 
+    def _pwrite_pieces(self, path: Path, pieces: list[tuple[int, memoryview]], *, sync: bool) -> None:
+        """Write ``pieces`` (offset, bytes) into the staged file: whole pages with ``O_DIRECT`` where the
+        store uses it, the rest through the page cache; with ``sync``, ``fdatasync`` after."""
+        fd = os.open(path, os.O_WRONLY)
+        dfd = -1
+        try:
+            for offset, view in pieces:
+                start, end = directio.whole_pages(offset, len(view)) if self.direct_io else (0, 0)
+                if start >= end:
+                    directio.pwrite_all(fd, view, offset)
+                    continue
+                # The whole pages past the page cache; the edges (a file's last bytes) through it.
+                if dfd < 0:
+                    dfd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+                directio.pwrite_direct(dfd, view[start - offset : end - offset], start, fallback_fd=fd)
+                directio.pwrite_all(fd, view[: start - offset], offset)
+                directio.pwrite_all(fd, view[end - offset :], end)
+            if sync:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+            if dfd >= 0:
+                os.close(dfd)
+
+    def _forget(self, digest: str) -> None:
+        """Drop what this instance keeps in memory about ``digest``'s staging (nothing of it was claimed)."""
+        self._complete_unsynced.discard(digest)
+        self._unflushed.pop(digest, None)
+        self._unwritten.pop(digest, None)
+
     def received(self, digest: str) -> int:
         if self.exists(digest):
             return self.size(digest)
@@ -388,8 +418,7 @@ class LocalBlobStore(BlobStore):
         return min(size, self._contiguous(self._parts(digest)))
 
     def discard_staging(self, digest: str, *, durable: bool = True) -> None:
-        self._complete_unsynced.discard(digest)
-        self._unflushed.pop(digest, None)
+        self._forget(digest)
         stage = self._stage(digest)
         if stage.exists():
             # Rename first, so no reader ever sees half a staging directory, then remove.
@@ -420,6 +449,13 @@ class LocalBlobStore(BlobStore):
                     raise IncompleteError(f"{digest}: {have} of {size} bytes received")
             make_dir(final.parent, mode=0o750)
             staged = self._stage(digest) / _DATA
+            pieces = self._unwritten.pop(digest, [])
+            if pieces:  # the last chunks, kept by stage_many: written here, on the committer's thread
+                try:
+                    self._pwrite_pieces(staged, pieces, sync=False)
+                except BaseException:
+                    self._forget(digest)  # unclaimed: received again
+                    raise
             fd = os.open(staged, os.O_RDONLY)
             try:
                 os.fchmod(fd, BLOB_MODE)
@@ -446,8 +482,7 @@ class LocalBlobStore(BlobStore):
                 return size
             # Out of the way now (one rename; not synced: a staging directory found beside its committed
             # blob is dropped again), removed by ``tidy`` once the caller has answered.
-            self._complete_unsynced.discard(digest)
-            self._unflushed.pop(digest, None)
+            self._forget(digest)
             trash = self.staging / f".discard-{blob_hex(digest)}-{secrets.token_hex(4)}"
             with contextlib.suppress(FileNotFoundError):
                 os.replace(self._stage(digest), trash)
