@@ -177,6 +177,15 @@ _UNRELEASED: Final = (
 _NAMES: Final = tuple(c.strip() for c in _COLUMNS.split(","))
 
 
+def _ack_changes(row: OutboxRow, ack: Mapping[str, Any], status: str, received: int) -> bool:
+    """True when ``ack`` moves ``row`` forward (see ``Outbox.apply_ack``)."""
+    if row.final:
+        return False
+    if ack.get("hash") != row.hash and not (status == "rejected" and not ack.get("hash")):
+        return False
+    return not (status == "pending" and row.state == "pending" and received <= row.acked_offset)
+
+
 def _row(r: tuple[Any, ...]) -> OutboxRow:
     values: dict[str, Any] = dict(zip(_NAMES, r, strict=True))
     values["released"] = bool(values["released"])
@@ -393,22 +402,26 @@ class Outbox:
         if text is None:
             text = json.dumps(dict(ack), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
         now = now_timestamp()
+        received = ack.get("received")
+        received = received if isinstance(received, int) and received >= 0 else 0
+        with self._lock:
+            # Most acks change nothing (the chunks of one file answered alike, a final ack again): found
+            # by a plain read, without a write transaction (which costs five statements and the lock).
+            r = self._db.execute(_SELECT_ONE, (recorder, seq)).fetchone()
+            if r is None or not _ack_changes(_row(r), ack, status, received):
+                return None
+            return self._apply_ack(recorder, seq, status, received, ack, text, now)
+
+    def _apply_ack(
+        self, recorder: str, seq: int, status: str, received: int, ack: Mapping[str, Any], text: str, now: str
+    ) -> OutboxRow | None:
         # A final ack is committed durably before paho PUBACKs it (the broker redelivers it after a
         # crash); a pending one need not be: losing it only makes the dock resend from an older offset.
         with self._tx(durable=status != "pending") as db:
             r = db.execute(_SELECT_ONE, (recorder, seq)).fetchone()
-            if r is None:
+            if r is None or not _ack_changes(_row(r), ack, status, received):
                 return None
-            row = _row(r)
-            if row.final:
-                return None
-            if ack.get("hash") != row.hash and not (status == "rejected" and not ack.get("hash")):
-                return None
-            received = ack.get("received")
-            received = received if isinstance(received, int) and received >= 0 else 0
             if status == "pending":
-                if row.state == "pending" and received <= row.acked_offset:
-                    return None
                 db.execute(
                     "UPDATE records SET state = 'pending', acked_offset = max(acked_offset, ?),"
                     " last_error = '', updated_at = ? WHERE recorder = ? AND seq = ?",

@@ -92,6 +92,28 @@ def test_acks_only_move_forward(tmp_path: Path) -> None:
         assert ob.integrity_check() == "ok"
 
 
+def test_an_ack_that_changes_nothing_opens_no_write_transaction(tmp_path: Path) -> None:
+    """The chunks of one file are answered alike, and a final ack may come again: such acks are seen to
+    change nothing by a plain read, without a write transaction; the acks that do change a row still
+    take one (durable for a final ack)."""
+    with Outbox(tmp_path / "o.sqlite") as ob:
+        ob.enqueue([item(0)])
+        statements: list[str] = []
+        ob._db.set_trace_callback(statements.append)
+        assert ob.apply_ack(ack(0, "pending", received=300)) is not None
+        assert "BEGIN IMMEDIATE" in statements
+        statements.clear()
+        for again in (ack(0, "pending", received=300), ack(0, "pending", received=100)):
+            assert ob.apply_ack(again) is None
+        assert ob.apply_ack(ack(0, "stored", received=1000)).state == "stored"
+        assert statements.count("BEGIN IMMEDIATE") == 1  # only the stored ack's
+        assert "PRAGMA synchronous=NORMAL" not in statements[statements.index("BEGIN IMMEDIATE") - 1 :]
+        statements.clear()
+        assert ob.apply_ack(ack(0, "stored", received=1000)) is None  # again: final is final
+        assert ob.apply_ack(ack(0, "pending", received=2000)) is None
+        assert not [t for t in statements if t.startswith(("BEGIN", "UPDATE", "PRAGMA"))], statements
+
+
 def _read(proc: subprocess.Popen[str], out: list[str]) -> None:
     assert proc.stdout is not None
     for text in proc.stdout:
