@@ -327,7 +327,16 @@ class IngestWorker:
         with self._backlog:
             self.backlog_bytes -= size
             self._backlog.notify_all()
-        self._records.put(([(b.topic, b.payload) for b in batch], ticket))  # waits while it is behind
+        job = ([(b.topic, b.payload) for b in batch], ticket)
+        while True:  # waits while the records thread is behind — but not on one that has failed
+            try:
+                self._records.put(job, timeout=0.5)
+                break
+            except queue.Full:
+                if self._records_failed is not None:
+                    raise RuntimeError(
+                        "the records thread failed; the worker stops"
+                    ) from self._records_failed
         self.handled += len(batch)
 
     def _handle_records(self) -> None:

@@ -308,4 +308,11 @@ def test_a_failing_records_thread_pubacks_nothing_of_its_batch_and_stops_the_wor
     assert client.published == []
     with pytest.raises(RuntimeError, match="records thread failed"):
         worker.process_one(0.01)
+    # Nor does the worker's thread hang handing records over to a failed thread whose queue is full.
+    while not worker._records.full():
+        worker._records.put_nowait(None)
+    item = _Incoming(UP + "record", b"{}", None, 1, 2, worker._connection)
+    with pytest.raises(RuntimeError, match="records thread failed"):
+        worker._hand_records_over([item], 0)
+    assert client.pubacks == []
     worker.engine.dispose()
