@@ -342,8 +342,11 @@ class LocalBlobStore(BlobStore):
             pieces = [*self._unwritten.pop(digest, []), *todo]
             if not pieces and not unflushed:
                 return min(size, self._contiguous(marked))
+            # Complete: commit comes next and syncs the file before it hashes; markers would only be
+            # flushed to be deleted. Otherwise the bytes are durable before they count.
+            complete = defer_complete and self._contiguous(covered) >= size
             try:
-                self._pwrite_pieces(self._stage(digest) / _DATA, pieces, sync=False)
+                self._pwrite_pieces(self._stage(digest) / _DATA, pieces, sync=not complete)
             except FileNotFoundError:
                 self._forget(digest)
                 raise NotStagedError(
@@ -352,18 +355,11 @@ class LocalBlobStore(BlobStore):
             except BaseException:
                 self._forget(digest)  # nothing of these was claimed: they are simply received again
                 raise
-            if defer_complete and self._contiguous(covered) >= size:
-                # Complete: commit comes next and syncs the file before it hashes; markers would only
-                # be flushed to be deleted. Nothing is claimed for these bytes.
+            if complete:  # nothing is claimed for these bytes
                 self._complete_unsynced.add(digest)
                 self._unflushed[digest] = _merge([*unflushed, *written])
                 return size
-            # Durable before it counts: first the bytes ...
-            fd = os.open(self._stage(digest) / _DATA, os.O_WRONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            # Durable before it counts: first the bytes (synced above) ...
             written = _merge([*self._unflushed.pop(digest, []), *written])
             # ... then (before the first marker) the staging directory itself ...
             if not marked:
