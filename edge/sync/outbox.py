@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -184,6 +184,12 @@ def _ack_changes(row: OutboxRow, ack: Mapping[str, Any], status: str, received: 
     if ack.get("hash") != row.hash and not (status == "rejected" and not ack.get("hash")):
         return False
     return not (status == "pending" and row.state == "pending" and received <= row.acked_offset)
+
+
+def as_sent(row: OutboxRow) -> OutboxRow:
+    """``row`` as ``Outbox.mark_sent`` leaves it, for a reader that keeps rows in memory (the sync
+    client): one attempt more, and ``queued`` becomes ``sent``."""
+    return replace(row, attempts=row.attempts + 1, state="sent" if row.state == "queued" else row.state)
 
 
 def _row(r: tuple[Any, ...]) -> OutboxRow:

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from edge.sync.outbox import Outbox, OutboxItem
+from edge.sync.outbox import Outbox, OutboxItem, as_sent
 from tests.edge.dock.outbox_writer import REC, line, record_hash
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -61,6 +61,22 @@ def test_enqueue_is_idempotent_and_refuses_forks(tmp_path: Path) -> None:
         assert ob.get(REC, 2).hash == record_hash(2)  # the held record is untouched
         assert [f.seq for f in ob.forks(REC)] == [2]  # and the fork is kept for the report
         assert [row.seq for row in ob.open_rows(REC)] == [0, 1, 2, 3]
+
+
+def test_as_sent_is_what_mark_sent_leaves(tmp_path: Path) -> None:
+    """The sync client keeps its loaded rows up to date with ``as_sent`` instead of reading them back:
+    it must agree with the database after ``mark_sent``, for a first and for a later send."""
+    with Outbox(tmp_path / "o.sqlite") as ob:
+        ob.enqueue([item(0), item(1)])
+        ob.apply_ack(ack(1, "pending", received=10))
+        before = {r.seq: r for r in ob.open_rows(REC)}
+        ob.mark_sent(REC, [0, 1])
+        ob.mark_sent(REC, [0])
+        after = {r.seq: r for r in ob.open_rows(REC)}
+        assert as_sent(as_sent(before[0])) == after[0]
+        assert after[0].state == "sent"
+        assert as_sent(before[1]) == after[1]
+        assert after[1].state == "pending"  # only queued becomes sent
 
 
 def test_acks_only_move_forward(tmp_path: Path) -> None:
