@@ -87,6 +87,13 @@ def test_dock_to_real_ingest_files_everything_and_the_recorder_frees_on_its_sign
     try:
         first = dock_recorder(spool, "REC-0002", "acm0")
         wait_for("the spool settled through ingest", settled(agent.config.outbox.path, "REC-0002", spool), 60)
+        # The committed files' staging, set aside by their commits, is removed by the worker's tidy
+        # thread while it runs (only the 256 lock files stay).
+        wait_for(
+            "the committed files' staging removed",
+            lambda: not [p.name for p in ingest.staging_dir.iterdir() if not p.name.startswith(".lock-")],
+            10,
+        )
     finally:
         halt()
         first.undock()
