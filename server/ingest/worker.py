@@ -20,7 +20,8 @@ batch completes is committed — synced, hashed back, linked, filed — on a sec
 while this thread goes on with the next messages. Records are checked and filed on a third thread,
 the records thread (several batches that queued up meanwhile in one transaction), while this thread
 goes on writing chunks. PUBACKs still leave in arrival order: a batch's wait for the committer or the
-records thread if an earlier batch is still being committed or filed.
+records thread if an earlier batch is still being committed or filed. The staging of committed files
+is removed by a fourth thread, the tidy thread, after their answers are out.
 """
 
 from __future__ import annotations
