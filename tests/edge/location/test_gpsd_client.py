@@ -44,9 +44,11 @@ def run_gpsfake(name: str, folder: Path) -> tuple[list[Report], str]:
     """Replay one capture through gpsfake's gpsd; returns what GpsdClient reported, and gpsfake's output."""
     port = free_port()
     # Idle sentences first: gpsfake starts feeding as soon as gpsd is up (-n), and our client needs
-    # a moment to connect before the capture's first epoch.
+    # a moment to connect before the capture's first epoch — 2 s of them (at -c 0.005): with 0.5 s, two
+    # of the eight parallel runs once lost their whole capture in a CI run (no fix at all; gpsd's first
+    # fix comes about 1 s after its start, FACTS.md, and eight gpsfakes start at once on two cores).
     log = folder / f"{name}.log"
-    log.write_bytes(IDLE_SENTENCE.encode() * 100 + log_path(name).read_bytes())
+    log.write_bytes(IDLE_SENTENCE.encode() * 400 + log_path(name).read_bytes())
     proc = Proc(
         [
             tool("timeout"),
@@ -79,7 +81,7 @@ def run_gpsfake(name: str, folder: Path) -> tuple[list[Report], str]:
 
 @pytest.fixture(scope="module")
 def gpsfake_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[Report], str]]:
-    """All eight captures through gpsfake at once (each its own gpsd and port): about five seconds."""
+    """All eight captures through gpsfake at once (each its own gpsd and port): about seven seconds."""
     folder = tmp_path_factory.mktemp("gpsfake")
     with ThreadPoolExecutor(max_workers=len(LOGS)) as pool:
         futures = {name: pool.submit(run_gpsfake, name, folder) for name in LOGS}
